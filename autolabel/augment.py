@@ -1,0 +1,86 @@
+"""Training augmentation on whole batches: one random similarity transform per face
+(rotation, scale, shift, horizontal flip) applied to pixels and points by the same matrix,
+then brightness/contrast jitter. Pixels are resampled with `grid_sample`, so points and
+pixels cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from autolabel.scheme import MIRROR
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotation_deg: float = 20.0  # uniform in [-r, r]
+    scale: float = 0.10  # crop scale uniform in [1 - s, 1 + s]
+    shift: float = 0.08  # shift uniform in [-s, s] crop sides, per axis
+    flip: float = 0.5  # probability of a horizontal flip
+    brightness: float = 0.25  # additive, in units of 255
+    contrast: float = 0.3  # multiplicative, uniform in [1 - c, 1 + c]
+
+
+NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _pix_to_norm(n: int) -> torch.Tensor:
+    # align_corners=False: normalised = (2 * pixel + 1) / n - 1
+    return torch.tensor([[2.0 / n, 0, 1.0 / n - 1], [0, 2.0 / n, 1.0 / n - 1], [0, 0, 1]])
+
+
+def random_matrices(b: int, canvas: int, size: int, cfg: AugmentConfig, g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, 3) matrices mapping canvas pixels to output-crop pixels, and the flip mask."""
+    u = lambda: torch.rand(b, generator=g) * 2 - 1  # noqa: E731
+    ang = u() * math.radians(cfg.rotation_deg)
+    sc = 1 + u() * cfg.scale
+    tx, ty = u() * cfg.shift * size, u() * cfg.shift * size
+    flip = torch.rand(b, generator=g) < cfg.flip
+    cc, co = (canvas - 1) / 2, (size - 1) / 2
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    m = torch.zeros(b, 3, 3)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
+    m[:, 0, 2] = co + tx - (cos * cc - sin * cc)
+    m[:, 1, 2] = co + ty - (sin * cc + cos * cc)
+    m[:, 2, 2] = 1
+    fl = torch.eye(3).repeat(b, 1, 1)
+    fl[flip, 0, 0] = -1
+    fl[flip, 0, 2] = size - 1  # u -> size - 1 - u
+    return fl @ m, flip
+
+
+def warp(images: torch.Tensor, points: torch.Tensor, m: torch.Tensor, flip: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply canvas->crop matrices `m` to (B, C, C) images and (B, 68, 2) canvas points."""
+    b, canvas = images.shape[0], images.shape[-1]
+    theta = _pix_to_norm(canvas) @ torch.linalg.inv(m) @ torch.linalg.inv(_pix_to_norm(size))
+    grid = F.affine_grid(theta[:, :2], [b, 1, size, size], align_corners=False)
+    out = F.grid_sample(images.float().unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    ph = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
+    new = (ph @ m.transpose(1, 2))[..., :2]
+    new[flip] = new[flip][:, torch.as_tensor(MIRROR)]
+    return out.squeeze(1), new
+
+
+def augment(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops of `size` px from canvases (B, C, C) uint8 with their points (B, 68, 2).
+
+    Returns float images in [0, 255] (B, size, size) and points in crop pixels.
+    """
+    m, flip = random_matrices(images.shape[0], images.shape[-1], size, cfg, g)
+    out, pts = warp(images, points, m, flip, size)
+    b = images.shape[0]
+    if cfg.contrast or cfg.brightness:
+        c = 1 + (torch.rand(b, 1, 1, generator=g) * 2 - 1) * cfg.contrast
+        br = (torch.rand(b, 1, 1, generator=g) * 2 - 1) * cfg.brightness * 255
+        mean = out.mean(dim=(1, 2), keepdim=True)
+        out = ((out - mean) * c + mean + br).clamp(0, 255)
+    return out, pts
+
+
+def center_crop(images: torch.Tensor, points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The un-augmented crop of a canvas (exact slicing when the margin is whole pixels)."""
+    return augment(images, points, size, NO_AUGMENT)

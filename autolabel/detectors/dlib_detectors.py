@@ -1,0 +1,101 @@
+"""dlib's HOG (frontal_face_detector) and MMOD CNN face detectors.
+
+Large images are detected on a downscaled copy (`max_side`) and the boxes are mapped back:
+HOG cost grows with the pixel count while faces in big photos are big, so little recall is lost
+(see benchmarks/detect_scale.py for the measured trade-off).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autolabel.types import Box, UsageError
+
+
+def model_file(name: str) -> Path:
+    """A model file shipped by the `face-recognition-models` package.
+
+    Its __init__ imports pkg_resources (absent beside recent setuptools), so find the folder
+    without importing it.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("this needs the package face-recognition-models (pip install face-recognition-models)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise UsageError(f"{path} is missing from face-recognition-models")
+    return path
+
+
+def _to_box(rect, score: float, scale: float) -> Box:
+    # dlib rectangles are inclusive: right/bottom are the last pixel inside.
+    return Box(rect.left() / scale, rect.top() / scale, (rect.right() + 1) / scale, (rect.bottom() + 1) / scale, float(score))
+
+
+class _DlibDetector:
+    name = "dlib"
+
+    def __init__(self, upsample: int = 0, max_side: int = 1024, min_face_size: float = 0.0, threshold: float = 0.0):
+        self.upsample = int(upsample)
+        self.max_side = int(max_side) if max_side else 0
+        self.min_face_size = float(min_face_size)
+        self.threshold = float(threshold)
+
+    def settings(self) -> dict:
+        return {
+            "detector": self.name,
+            "upsample": self.upsample,
+            "max_side": self.max_side,
+            "min_face_size": self.min_face_size,
+            "threshold": self.threshold,
+        }
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        h, w = image.shape[:2]
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            im = Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0)
+            image = np.asarray(im)
+        boxes = self._run(np.ascontiguousarray(image), scale)
+        boxes = [b for b in boxes if min(b.width, b.height) >= self.min_face_size]
+        return sorted(boxes, key=lambda b: (b.x0, b.y0))
+
+    def _run(self, image: np.ndarray, scale: float) -> list[Box]:
+        raise NotImplementedError
+
+
+class HogDetector(_DlibDetector):
+    """dlib's frontal HOG + linear SVM detector. Score = SVM margin (> 0 = face)."""
+
+    name = "hog"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        import dlib
+
+        self._det = dlib.get_frontal_face_detector()
+
+    def _run(self, image, scale):
+        rects, scores, _ = self._det.run(image, self.upsample, self.threshold)
+        return [_to_box(r, s, scale) for r, s in zip(rects, scores)]
+
+
+class CnnDetector(_DlibDetector):
+    """dlib's MMOD CNN detector (from face-recognition-models). Slow on the CPU, more recall."""
+
+    name = "cnn"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        import dlib
+
+        self._det = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+
+    def _run(self, image, scale):
+        dets = self._det(image, self.upsample)
+        return [_to_box(d.rect, d.confidence, scale) for d in dets if d.confidence >= self.threshold]

@@ -1,0 +1,127 @@
+"""Finding image files and decoding them safely.
+
+Decoding applies the EXIF orientation, so every coordinate autolabel writes refers to the
+upright image as a viewer shows it, not to the stored pixel grid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from autolabel.types import ImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+#: refuse images above this many pixels (decompression bombs); 16k x 16k is larger than any
+#: camera photo. Pillow's own limit would only warn below 2x its value.
+MAX_PIXELS = 16384 * 16384
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def discover(paths: list[Path], globs: list[str] | None = None) -> Iterator[tuple[Path, Path]]:
+    """Yield (root, file) for image files under `paths`, in a deterministic order.
+
+    Folders are walked recursively with sorted names; symlinked folders are followed once
+    (a loop is detected by the real path). `globs` filter on the path relative to its root.
+    Non-image files are not yielded; `count_skipped` tells how many there were.
+    """
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            if _matches(root.name, globs):
+                yield root.parent, root
+            continue
+        seen: set[str] = set()
+        yield from ((root, f) for f in _walk(root, root, seen, globs))
+
+
+def _walk(root: Path, folder: Path, seen: set[str], globs) -> Iterator[Path]:
+    real = os.path.realpath(folder)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        p = Path(e.path)
+        try:
+            if e.is_dir(follow_symlinks=True):
+                yield from _walk(root, p, seen, globs)
+            elif e.is_file(follow_symlinks=True) and is_image_name(p) and _matches(p.relative_to(root).as_posix(), globs):
+                yield p
+        except OSError:
+            continue
+
+
+def count_non_images(paths: list[Path]) -> int:
+    """How many regular files under `paths` are not images (reported in the summary)."""
+    n = 0
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            n += not is_image_name(root)
+            continue
+        for dirpath, _dirs, files in os.walk(root, followlinks=False):
+            n += sum(1 for f in files if not is_image_name(Path(f)))
+    return n
+
+
+def _matches(rel: str, globs: list[str] | None) -> bool:
+    return not globs or any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(Path(rel).name, g) for g in globs)
+
+
+def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image upright, as RGB or L (8-bit). Raises ImageError with a clear reason."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (decompression bomb?)")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"refused as a decompression bomb ({e})") from e
+    except FileNotFoundError as e:
+        raise ImageError("file not found") from e
+    except PermissionError as e:
+        raise ImageError("permission denied") from e
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for truncated/corrupt data
+        raise ImageError(f"cannot decode image ({e})") from e
+    return to_8bit(im)
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB"; alpha is dropped (composited on black)."""
+    if im.mode in ("L", "RGB"):
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float64)
+        hi = a.max() if a.size else 0.0
+        a = a * (255.0 / hi) if hi > 255 else a
+        return Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
+    if im.mode == "F":
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float64)
+        return Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
+    if im.mode in ("1", "LA", "La"):
+        return im.convert("L")
+    return im.convert("RGB")

@@ -1,0 +1,229 @@
+"""ONE training loop, used by `autolabel train` (from scratch) and `autolabel finetune`
+(from other weights, with different data): nanoGPT-style, one readable loop.
+
+The checkpoint describes itself: network, optimiser, scheduler, epoch, history, best
+validation NME and the config, so an interrupted run resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from autolabel.augment import AugmentConfig, augment, center_crop
+from autolabel.data import Canvases
+from autolabel.model import LandmarkModel, build_network, normalise_images, predict_crops, to_norm
+from autolabel.scheme import nme
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train: tuple[str, ...] = ("300w/afw", "300w/helen/trainset", "300w/lfpw/trainset")
+    val: tuple[str, ...] = ("300w/helen/testset",)
+    input_size: int = 128
+    context: float = 1.5  # canvas side / crop side: room for rotation and shift
+    epochs: int = 80
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: str = "l1"  # l1 | mse | wing | smooth_l1
+    patience: int = 20  # early stopping: epochs without a better validation NME
+    seed: int = 0
+    threads: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides) -> TrainConfig:
+        raw = tomllib.loads(Path(path).read_text())
+        aug = AugmentConfig(**raw.pop("augment", {}))
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe keys {sorted(unknown)}")
+        cfg = cls(augment=aug, **raw)
+        return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def loss_fn(name: str):
+    """Losses on normalised coordinates (crop side = 1)."""
+    if name == "l1":
+        return nn.L1Loss()
+    if name == "mse":
+        return nn.MSELoss()
+    if name == "smooth_l1":
+        return nn.SmoothL1Loss(beta=0.01)
+    if name == "wing":
+        return WingLoss()
+    raise ValueError(f"unknown loss {name!r} (l1, mse, smooth_l1, wing)")
+
+
+class WingLoss(nn.Module):
+    """Wing loss (Feng et al. 2018), with w and eps in normalised units (w=10 px at 128 px)."""
+
+    def __init__(self, w: float = 10 / 128, eps: float = 2 / 128):
+        super().__init__()
+        self.w, self.eps = w, eps
+        self.c = w - w * math.log(1 + w / eps)
+
+    def forward(self, pred, target):
+        d = (pred - target).abs()
+        return torch.where(d < self.w, self.w * torch.log(1 + d / self.eps), d - self.c).mean()
+
+
+def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: int = 64) -> np.ndarray:
+    """Per-face inter-ocular NME of the network on the centre crops of `val`."""
+    net.eval()
+    preds, gts = [], []
+    for i in range(0, len(val), batch):
+        imgs, pts = center_crop(torch.from_numpy(val.images[i : i + batch]), torch.from_numpy(val.points[i : i + batch]), val.size)
+        p, _ = predict_crops(net, imgs.round().clamp(0, 255).to(torch.uint8), flip=flip)
+        preds.append(p)
+        gts.append(pts.numpy())
+    return nme(np.concatenate(preds), np.concatenate(gts))
+
+
+class _Interrupt:
+    """Turn SIGTERM/SIGINT into a flag checked between steps, so a stop saves `last.pt`."""
+
+    def __init__(self):
+        self.flag = False
+
+    def __enter__(self):
+        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _set(self, *_):
+        if self.flag:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def fit(
+    cfg: TrainConfig,
+    train: Canvases,
+    val: Canvases | None,
+    out: Path,
+    init: nn.Module | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> dict:
+    """Train; writes `out/last.pt` every epoch and `out/best.pt` on a new best validation NME.
+
+    `init`: start from these weights (finetuning) instead of a random network. Returns the
+    history dict. Stops early after `cfg.patience` epochs without improvement, or when
+    interrupted (SIGINT/SIGTERM), after saving.
+    """
+    from tqdm import tqdm
+
+    from autolabel.io import atomic_path
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    net = build_network()
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15 if init is None else 0.05)
+    crit = loss_fn(cfg.loss)
+    g = torch.Generator().manual_seed(cfg.seed)
+    hist = {"epoch": [], "train_loss": [], "val_nme": [], "lr": [], "seconds": []}
+    best, start_epoch, elapsed = math.inf, 0, 0.0
+
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck["config"] != cfg.to_dict():
+            raise ValueError(f"{last} was made with another recipe; use a new --out or --overwrite")
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        g.set_state(ck["rng"])
+        hist, best, start_epoch, elapsed = ck["history"], ck["best"], ck["epoch"], ck["elapsed"]
+
+    def save(path: Path, epoch: int):
+        with atomic_path(path) as tmp:
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
+                        "history": hist, "best": best, "epoch": epoch, "elapsed": elapsed, "config": cfg.to_dict(), "meta": meta or {}}, tmp)
+
+    x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
+    stale = 0 if not hist["val_nme"] else len(hist["val_nme"]) - 1 - int(np.argmin(hist["val_nme"]))
+    with _Interrupt() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.time()
+            net.train()
+            perm = torch.randperm(len(train), generator=g)
+            losses = []
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+            for step in bar:
+                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                imgs, pts = augment(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, g)
+                pred = net(normalise_images(imgs)).view(len(idx), -1, 2)
+                loss = crit(pred, to_norm(pts, cfg.input_size))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                if stop.flag:
+                    break
+            if stop.flag:  # an unfinished epoch is not saved: resume redoes it from the last save
+                break
+            val_nme = float(evaluate_canvases(net, val).mean()) if val is not None and len(val) else float("nan")
+            elapsed += time.time() - t0
+            for k, v in zip(hist, [epoch + 1, float(np.mean(losses)), val_nme, sched.get_last_lr()[0], elapsed]):
+                hist[k].append(v)
+            improved = val_nme < best or (math.isnan(best) or best == math.inf) and not math.isnan(val_nme)
+            if improved:
+                best, stale = val_nme, 0
+            else:
+                stale += 1
+            save(last, epoch + 1)
+            if improved:
+                save(out / "best.pt", epoch + 1)
+            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {hist['train_loss'][-1]:.5f} val NME {100 * val_nme:.2f}% best {100 * best:.2f}% ({elapsed / 60:.1f} min)"
+            tqdm.write(msg) if progress else print(msg, flush=True)
+            if stale >= cfg.patience:
+                tqdm.write(f"early stop: no better validation NME for {cfg.patience} epochs")
+                break
+    (out / "history.json").write_text(json.dumps(hist, indent=1))
+    hist["interrupted"] = stop.flag
+    return hist
+
+
+def load_best(out: Path) -> tuple[nn.Module, dict]:
+    """The best (or, without validation, the last) weights of a run in `out`."""
+    path = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    net = build_network()
+    net.load_state_dict(ck["net"])
+    net.eval()
+    return net, ck
+
+
+def export(out: Path, dest: Path, input_size: int, meta: dict) -> LandmarkModel:
+    """Write the best weights of run `out` as a shippable fp16 model file at `dest`."""
+    net, ck = load_best(out)
+    model = LandmarkModel(net, input_size, {**meta, "epoch": ck["epoch"], "best_val_nme": ck["best"]})
+    model.save(dest)
+    return model
