@@ -22,6 +22,85 @@ def _root() -> None:
     """Batch 68-point facial landmark labelling: run, review, finetune."""
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before any work if `out` (a file or folder) cannot be written."""
+    import tempfile
+
+    from autolabel.types import UsageError
+
+    folder = out if (out.is_dir() or not out.suffix) else out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet, or a folder for 300-W .pts files")],
+    fmt: Annotated[Optional[str], typer.Option("--format", help="parquet | pts (default: from --out)")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
+    detector: Annotated[str, typer.Option(help="hog | cnn (cnn: dlib MMOD, slow on CPU)")] = "hog",
+    upsample: Annotated[int, typer.Option(help="detector upsampling steps (finds smaller faces, 4x slower each)")] = 1,
+    max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = 1024,
+    min_face_size: Annotated[float, typer.Option(help="drop faces smaller than this (pixels)")] = 0.0,
+    workers: Annotated[Optional[int], typer.Option(help="decode/detect processes (default: CPU cores; 0 = in-process)")] = None,
+    glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
+    overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+):
+    """Detect every face and predict 68 points; write Parquet or .pts files.
+
+    Exit status: 0 all images read, 1 some images failed (error rows), 2 usage error.
+    Rerunning with the same --out resumes: images already labelled are skipped.
+    """
+    import json
+
+    from autolabel import __version__
+    from autolabel.formats import guess_format, make_writer
+    from autolabel.types import UsageError
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if upsample < 0 or max_side < 0 or min_face_size < 0:
+        raise UsageError("--upsample, --max-side and --min-face-size must be >= 0")
+    kind = guess_format(out, fmt)
+    if kind == "parquet" and out.is_dir():
+        raise UsageError(f"{out} is a folder; give a .parquet file name or --format pts")
+    _check_writable(out if kind == "parquet" else out / "x")
+
+    from autolabel.model import Predictor, load_model
+    from autolabel.pipeline import label_paths
+
+    lm = load_model(model)
+    predictor = Predictor(lm, flip=not no_flip, threads=None)
+    det_kw = {"upsample": upsample, "max_side": max_side, "min_face_size": min_face_size}
+    meta = {"autolabel_version": __version__, "model_version": lm.model_id, "model_path": str(model or "shipped"),
+            "detector": {"name": detector, **det_kw}, "command": " ".join(["autolabel"] + sys.argv[1:])}
+    writer = make_writer(kind, out, metadata=meta, overwrite=overwrite) if kind == "parquet" else make_writer(kind, out, overwrite=overwrite)
+    if kind == "pts":
+        (out / "run.json").write_text(json.dumps(meta, indent=1))
+    summary = None
+    try:
+        summary = label_paths(paths, writer, predictor, detector, det_kw, workers, glob, resume=not overwrite, progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished batches are saved; rerun the same command to resume", err=True)
+        raise typer.Exit(130)
+    finally:
+        if summary is not None:
+            writer.close()
+    if summary.images == 0 and summary.skipped_done == 0:
+        typer.echo(f"warning: no images found in {', '.join(map(str, paths))}", err=True)
+    typer.echo(summary.text(), err=quiet)
+    typer.echo(f"wrote {out}")
+    raise typer.Exit(summary.exit_code)
+
+
 @app.command()
 def train(
     recipe: Annotated[Path, typer.Option(help="recipe TOML (the shipped model's: model/recipe.toml)")] = Path("model/recipe.toml"),

@@ -21,7 +21,6 @@ from autolabel.types import Box, ModelError
 
 FORMAT = "autolabel-landmarks"
 FORMAT_VERSION = 1
-SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "landmarks.pt"
 
 
 def build_network() -> nn.Module:
@@ -80,7 +79,9 @@ def content_hash(data: bytes) -> str:
 
 def load_model(path: str | Path | None = None) -> LandmarkModel:
     """Load an autolabel model file (default: the shipped weights). Raises ModelError."""
-    path = Path(path) if path else SHIPPED_MODEL
+    from autolabel.resources import shipped_model
+
+    path = Path(path) if path else shipped_model()
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     data = path.read_bytes()

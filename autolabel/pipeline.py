@@ -1,0 +1,224 @@
+"""Label folders of photos: discover -> decode + detect + crop (worker processes) -> batched
+landmark inference (this process) -> streaming writer. Resumable, crash-safe, flat in memory.
+
+Workers never import torch: they decode with Pillow, detect with dlib and cut the model's
+input crops, so only small (S, S) uint8 crops travel between processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.geometry import CropTransform, crop_face
+from autolabel.images import discover, load_image
+from autolabel.types import Box, Face, ImageError, ImageResult
+
+
+@dataclass(frozen=True)
+class DetectJob:
+    """What a worker returns for one image: boxes and the model crops cut around them."""
+
+    path: Path
+    width: int = 0
+    height: int = 0
+    boxes: tuple[Box, ...] = ()
+    crops: np.ndarray | None = None
+    transforms: tuple[CropTransform, ...] = ()
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- worker side
+_W: dict = {}
+
+
+def _init_worker(detector_name: str, detector_kw: dict, size: int) -> None:
+    from autolabel.detectors import make_detector
+
+    _W["det"] = make_detector(detector_name, **detector_kw)
+    _W["size"] = size
+
+
+def detect_and_crop(path: Path, detector=None, size: int | None = None) -> DetectJob:
+    """Decode one image, find its faces and cut their crops. Never raises for a bad image."""
+    detector = detector or _W["det"]
+    size = size or _W["size"]
+    try:
+        img = load_image(path)
+    except ImageError as e:
+        return DetectJob(path, error=str(e))
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not stop a 100k-image run
+        return DetectJob(path, error=f"unexpected {type(e).__name__}: {e}")
+    gray = img.convert("L")
+    boxes = detector.detect(np.asarray(gray))
+    crops, ts = [], []
+    for b in boxes:
+        c, t = crop_face(gray, b, size)
+        crops.append(c)
+        ts.append(t)
+    arr = np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
+    return DetectJob(path, img.width, img.height, tuple(boxes), arr, tuple(ts))
+
+
+def _work(path: Path) -> DetectJob:
+    return detect_and_crop(path)
+
+
+# --------------------------------------------------------------------------- main side
+@dataclass
+class Summary:
+    images: int = 0
+    faces: int = 0
+    no_face: int = 0
+    errors: int = 0
+    skipped_done: int = 0
+    non_images: int = 0
+    seconds: float = 0.0
+    error_examples: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0: every image was read; 1: some images failed."""
+        return 1 if self.errors else 0
+
+    def text(self) -> str:
+        rate = self.images / self.seconds if self.seconds else 0.0
+        lines = [f"{self.images} images ({rate:.1f}/s), {self.faces} faces, {self.no_face} without a face, "
+                 f"{self.errors} errors, {self.skipped_done} already labelled (skipped), "
+                 f"{self.non_images} non-image files ignored, {self.seconds:.1f} s"]
+        lines += [f"  error: {e}" for e in self.error_examples[:10]]
+        if self.errors > 10:
+            lines.append(f"  ... and {self.errors - 10} more (see the error rows)")
+        return "\n".join(lines)
+
+
+def _pool_map(paths: Iterable[Path], workers: int, init_args: tuple) -> Iterator[DetectJob]:
+    if workers <= 0:
+        _init_worker(*init_args)
+        yield from map(_work, paths)
+        return
+    ctx = mp.get_context("spawn")  # no fork after torch has started its threads
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        # imap keeps order and only runs ahead by a bounded amount (flat memory).
+        yield from pool.imap(_work, paths, chunksize=1)
+
+
+def label_paths(
+    inputs: list[Path],
+    writer,
+    predictor,
+    detector_name: str = "hog",
+    detector_kw: dict | None = None,
+    workers: int | None = None,
+    globs: list[str] | None = None,
+    batch_faces: int = 32,
+    resume: bool = True,
+    progress: bool = True,
+) -> Summary:
+    """Label every image under `inputs`, writing results to `writer` as they come."""
+    from tqdm import tqdm
+
+    from autolabel.images import count_non_images
+
+    t0 = time.time()
+    s = Summary(non_images=count_non_images(inputs))
+    done = writer.done_keys() if resume else {}
+    model_id = predictor.model.model_id
+    workers = os.cpu_count() or 1 if workers is None else workers
+
+    roots: dict[Path, Path] = {}
+    stats: dict[Path, tuple[int, int] | None] = {}
+
+    def todo() -> Iterator[Path]:
+        for root, f in discover(inputs, globs):
+            try:
+                st = f.stat()
+                key = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                key = None
+            if resume and key is not None and done.get(str(f.absolute())) == key:
+                s.skipped_done += 1
+                continue
+            roots[f], stats[f] = root, key
+            yield f
+
+    pending: list[DetectJob] = []
+    n_faces = 0
+
+    def emit() -> None:
+        nonlocal n_faces
+        crops = [j.crops for j in pending if j.crops is not None and len(j.crops)]
+        ts = [t for j in pending for t in j.transforms]
+        pts, conf = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
+        k = 0
+        for j in pending:
+            faces = []
+            for b in j.boxes:
+                faces.append(Face(b, pts[k], float(conf[k]), "model", model_id))
+                k += 1
+            r = ImageResult(j.path, j.width, j.height, tuple(faces), j.error)
+            root = roots.pop(j.path)
+            rel = j.path.relative_to(root).as_posix() if j.path != root else j.path.name
+            writer.write_result(r, rel, stats.pop(j.path))
+            s.images += 1
+            s.faces += len(faces)
+            s.no_face += r.status == "no_face"
+            if r.error:
+                s.errors += 1
+                if len(s.error_examples) < 10:
+                    s.error_examples.append(f"{j.path}: {r.error}")
+        writer.flush()  # a finished batch is durable: a kill loses at most the next one
+        pending.clear()
+        n_faces = 0
+
+    bar = tqdm(desc="labelling", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for job in _pool_map(todo(), workers, (detector_name, detector_kw or {}, predictor.size)):
+            pending.append(job)
+            n_faces += len(job.boxes)
+            if n_faces >= batch_faces or len(pending) >= 4 * batch_faces:
+                emit()
+            bar.update(1)
+            bar.set_postfix(faces=s.faces + n_faces, errors=s.errors, refresh=False)
+        if pending:
+            emit()
+    finally:
+        bar.close()
+        s.seconds = time.time() - t0
+    return s
+
+
+class Labeler:
+    """The library API: `Labeler().label(image)` -> list[Face] for one PIL image.
+
+        from autolabel import Labeler
+        faces = Labeler().label(PIL.Image.open("photo.jpg"))
+    """
+
+    def __init__(self, model=None, detector=None, flip: bool = True):
+        from autolabel.detectors import make_detector
+        from autolabel.model import LandmarkModel, Predictor, load_model
+
+        if not isinstance(model, LandmarkModel):
+            model = load_model(model)
+        self.predictor = Predictor(model, flip=flip)
+        self.detector = detector or make_detector("hog")
+
+    def label(self, image, boxes: list[Box] | None = None) -> list[Face]:
+        """Faces in a PIL image (already upright). `boxes`: skip detection, use these."""
+        from autolabel.images import to_8bit
+
+        gray = to_8bit(image).convert("L")
+        boxes = self.detector.detect(np.asarray(gray)) if boxes is None else list(boxes)
+        cuts = [crop_face(gray, b, self.predictor.size) for b in boxes]
+        if not cuts:
+            return []
+        pts, conf = self.predictor.predict(np.stack([c for c, _ in cuts]), [t for _, t in cuts])
+        mid = self.predictor.model.model_id
+        return [Face(b, p, float(c), "model", mid) for b, p, c in zip(boxes, pts, conf)]
