@@ -122,6 +122,34 @@ def train(
     typer.echo(f"done: {out}" + (f"; model {res.get('model_id')} -> {export_to}" if export_to else ""))
 
 
+@app.command("eval")
+def eval_(
+    data: Annotated[list[Path], typer.Option("--data", help="300-W style folder(s): images with .pts files")],
+    model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for eval.json, eval.txt and ced.png")] = Path("runs/eval"),
+    protocol: Annotated[list[str], typer.Option(help="det and/or gt")] = ["det", "gt"],
+    no_dlib: Annotated[bool, typer.Option("--no-dlib", help="skip dlib's predictor baseline")] = False,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="no test-time flip averaging")] = False,
+    quiet: bool = False,
+):
+    """Score a model (and dlib's 68-point predictor) on annotated faces."""
+    from autolabel.evaluate import evaluate, table, write_report
+    from autolabel.model import Predictor, load_model
+    from autolabel.types import UsageError
+
+    for d in data:
+        if not d.exists():
+            raise UsageError(f"no such folder: {d}")
+    bad = set(protocol) - {"det", "gt"}
+    if bad:
+        raise UsageError(f"unknown protocol {', '.join(bad)} (det, gt)")
+    pred = Predictor(load_model(model), flip=not no_flip)
+    rep = evaluate(data, pred, tuple(protocol), with_dlib=not no_dlib, cache=out / "boxes.json", progress=not quiet)
+    write_report(rep, out)
+    typer.echo(table(rep))
+    typer.echo(f"wrote {out / 'eval.json'}, {out / 'ced.png'}")
+
+
 def main() -> None:
     from autolabel.types import AutolabelError, UsageError
 

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.formats.pts import format_pts, read_pts, write_pts
+from autolabel.geometry import box_from_points, crop_face, crop_window
+from autolabel.types import Box, FormatError
+
+from conftest import HELEN_TEST
+
+
+def test_crop_round_trip():
+    t = crop_window(Box(100.3, 50.7, 220.9, 190.2), 128)
+    p = np.array([[0, 0], [123.4, 77.7], [500, -3]], np.float32)
+    np.testing.assert_allclose(t.to_image(t.to_crop(p)), p, atol=1e-3)
+
+
+def test_crop_puts_a_pixel_where_the_transform_says():
+    img = np.zeros((400, 400), np.uint8)
+    img[200:204, 150:154] = 255  # a 4x4 bright square centred at (151.5, 201.5)
+    crop, t = crop_face(Image.fromarray(img), Box(100, 150, 228, 278), 128)
+    ys, xs = np.nonzero(crop > 60)
+    centre = np.array([xs.mean(), ys.mean()])
+    np.testing.assert_allclose(centre, t.to_crop(np.array([[151.5, 201.5]]))[0], atol=0.6)
+
+
+def test_crop_outside_the_image_is_black():
+    img = Image.new("L", (50, 50), 200)
+    crop, t = crop_face(img, Box(-100, -100, -20, -20), 64)
+    assert crop.shape == (64, 64) and crop.max() == 0
+
+
+def test_pts_round_trip_is_one_based(tmp_path):
+    p = np.array([[0.0, 0.0], [10.5, 20.25]] + [[1, 1]] * 66, np.float32)
+    write_pts(tmp_path / "a.pts", p)
+    text = (tmp_path / "a.pts").read_text()
+    assert text.splitlines()[3] == "1.000 1.000"  # 0-based (0, 0) is (1, 1) in 300-W
+    np.testing.assert_allclose(read_pts(tmp_path / "a.pts"), p, atol=1e-3)
+
+
+def test_real_pts_and_bad_pts(tmp_path):
+    p = read_pts(next(HELEN_TEST.glob("*.pts")))
+    assert p.shape == (68, 2) and p.min() > -1
+    (tmp_path / "bad.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    with pytest.raises(FormatError, match="header says 68 points, found 1"):
+        read_pts(tmp_path / "bad.pts")
+    (tmp_path / "nan.pts").write_text(format_pts(np.full((68, 2), np.nan)))
+    with pytest.raises(FormatError, match="non-finite"):
+        read_pts(tmp_path / "nan.pts")
+
+
+def test_box_from_points_contains_the_face_core():
+    p = read_pts(next(HELEN_TEST.glob("*.pts")))
+    b = box_from_points(p)
+    # the eyes and the nose tip sit inside the detector-like box
+    for i in (36, 45, 30):
+        assert b.x0 < p[i, 0] < b.x1 and b.y0 < p[i, 1] < b.y1
