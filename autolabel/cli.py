@@ -96,7 +96,7 @@ def run(
             writer.close()
     if summary.images == 0 and summary.skipped_done == 0:
         typer.echo(f"warning: no images found in {', '.join(map(str, paths))}", err=True)
-    typer.echo(summary.text(), err=quiet)
+    typer.echo(summary.text(), err=True)
     typer.echo(f"wrote {out}")
     raise typer.Exit(summary.exit_code)
 

@@ -18,9 +18,9 @@ from autolabel.types import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
-#: refuse images above this many pixels (decompression bombs); 16k x 16k is larger than any
-#: camera photo. Pillow's own limit would only warn below 2x its value.
-MAX_PIXELS = 16384 * 16384
+#: refuse images above this many pixels (decompression bombs): Pillow's own hard limit,
+#: ~179 megapixels, larger than any camera photo.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 def is_image_name(path: Path) -> bool:
@@ -86,16 +86,16 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we enforce max_pixels
             im = Image.open(path)
             w, h = im.size
             if w * h > max_pixels:
-                raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (decompression bomb?)")
+                raise ImageError(f"refused as a decompression bomb ({w}x{h} pixels is over the limit of {max_pixels})")
             im.load()
             im = ImageOps.exif_transpose(im)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise ImageError(f"refused as a decompression bomb ({e})") from e
     except FileNotFoundError as e:
         raise ImageError("file not found") from e

@@ -1,0 +1,88 @@
+"""Discovery and decoding: every odd input is handled or refused with a clear reason."""
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.images import count_non_images, discover, load_image
+from autolabel.types import ImageError
+
+from conftest import HELEN_TEST
+
+
+def make_bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> None:
+    """A tiny PNG whose header claims w x h pixels."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def test_discovery_is_recursive_sorted_case_insensitive_and_loop_safe(tmp_path):
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    for name in ["b/c/z.JPG", "b/a.png", "a.TIFF", "b/c/y.webp", "notes.txt", "b/x.jpeg.bak"]:
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "b", tmp_path / "b" / "c" / "loop")  # a symlink loop
+    found = [f.relative_to(tmp_path).as_posix() for _, f in discover([tmp_path])]
+    assert found == ["a.TIFF", "b/a.png", "b/c/y.webp", "b/c/z.JPG"]
+    assert count_non_images([tmp_path]) == 2
+    only = [f.name for _, f in discover([tmp_path], ["*.png", "b/c/*.webp"])]
+    assert only == ["a.png", "y.webp"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    src = Image.open(next(HELEN_TEST.glob("*.jpg"))).convert("RGB")
+    stored = src.transpose(Image.Transpose.ROTATE_90)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...and tagged "rotate 90 clockwise to view", which undoes ROTATE_90 (counter-clockwise)
+    stored.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+    up = load_image(tmp_path / "r.jpg")
+    assert up.size == src.size
+    diff = np.abs(np.asarray(up, np.int16) - np.asarray(src, np.int16)).mean()
+    assert diff < 4  # only JPEG noise
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1", "LA"])
+def test_any_mode_decodes_to_8bit(tmp_path, mode):
+    src = Image.open(next(HELEN_TEST.glob("*.jpg"))).convert("RGB")
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(src.convert("L"), np.uint16) * 257)
+        path = tmp_path / "x.png"
+    else:
+        img = src.convert(mode)
+        path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    img.save(path)
+    out = load_image(path)
+    assert out.mode in ("L", "RGB") and out.size == src.size
+    if mode in ("L", "I;16", "RGBA", "CMYK"):  # same content as the grey original, within rounding
+        g = np.asarray(out.convert("L"), np.int16)
+        assert np.abs(g - np.asarray(src.convert("L"), np.int16)).mean() < 6
+
+
+def test_bad_files_raise_image_error_with_reason(tmp_path):
+    good = next(HELEN_TEST.glob("*.jpg")).read_bytes()
+    cases = {
+        "empty.jpg": (b"", "cannot decode"),
+        "text.jpg": (b"this is not a picture\n" * 10, "cannot decode"),
+        "truncated.jpg": (good[: len(good) // 2], "cannot decode"),
+        "corrupt.png": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "cannot decode"),
+    }
+    for name, (data, msg) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError, match=msg):
+            load_image(tmp_path / name)
+    make_bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "gone.jpg")
