@@ -86,3 +86,36 @@ def test_bad_files_raise_image_error_with_reason(tmp_path):
         load_image(tmp_path / "bomb.png")
     with pytest.raises(ImageError, match="not found"):
         load_image(tmp_path / "gone.jpg")
+
+
+def test_unreadable_file_is_an_error_row_reason(tmp_path):
+    f = tmp_path / "locked.jpg"
+    f.write_bytes(next(HELEN_TEST.glob("*.jpg")).read_bytes())
+    f.chmod(0)
+    if os.geteuid() != 0:
+        with pytest.raises(ImageError, match="permission denied"):
+            load_image(f)
+        return
+    # root reads anything: try as an unprivileged user in a forked child
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            load_image(f)
+            msg = "no error"
+        except ImageError as e:
+            msg = str(e)
+        except BaseException as e:  # noqa: BLE001
+            msg = f"{type(e).__name__}: {e}"
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    msg = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    assert msg == "permission denied"

@@ -1,0 +1,107 @@
+"""The training loop on real faces, checkpoints/resume, and the model file format."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autolabel.data import build_canvases, find_samples
+from autolabel.model import LandmarkModel, build_network, load_model
+from autolabel.train import TrainConfig, fit
+from autolabel.types import ModelError
+
+from conftest import HELEN_TEST
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    samples = find_samples(HELEN_TEST)[:24]
+    return build_canvases(samples, 64, 1.5, "gt", progress=False)
+
+
+def tiny_cfg(**kw):
+    return dataclasses.replace(TrainConfig(), input_size=64, epochs=6, batch_size=8, lr=1e-3, patience=100, **kw)
+
+
+def test_tiny_training_run_lowers_the_loss(tiny, tmp_path):
+    cfg = tiny_cfg()
+    val = build_canvases(find_samples(HELEN_TEST)[:8], 64, 1.0, "gt", progress=False)
+    hist = fit(cfg, tiny, val, tmp_path, progress=False)
+    assert len(hist["train_loss"]) == 6
+    assert hist["train_loss"][-1] < 0.6 * hist["train_loss"][0]
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch):
+    cfg = tiny_cfg()
+    full = fit(cfg, tiny, None, tmp_path / "full", progress=False)
+    # simulate a stop after 3 epochs by training a 6-epoch recipe in two calls
+    import autolabel.train as tr
+
+    calls = {"n": 0}
+    real = tr.augment
+
+    def stop_after(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3 * (len(tiny) // cfg.batch_size) + 1:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "augment", stop_after)
+    part = fit(cfg, tiny, None, tmp_path / "split", progress=False)
+    assert part["interrupted"] and part["epoch"] == [1, 2, 3]
+    monkeypatch.setattr(tr, "augment", real)
+    rest = fit(cfg, tiny, None, tmp_path / "split", progress=False)
+    np.testing.assert_allclose(rest["train_loss"], full["train_loss"], rtol=1e-4)
+
+
+def test_model_file_round_trip_and_hash(tmp_path):
+    torch.manual_seed(0)
+    m = LandmarkModel(build_network(), 128, {"k": "v"})
+    mid = m.save(tmp_path / "m.pt")
+    back = load_model(tmp_path / "m.pt")
+    assert back.model_id == mid and len(mid) == 12 and back.input_size == 128 and back.meta == {"k": "v"}
+    assert (tmp_path / "m.pt").stat().st_size < 25e6  # fp16
+    x = torch.randint(0, 255, (2, 128, 128), dtype=torch.uint8)
+    from autolabel.model import predict_crops
+
+    a, _ = predict_crops(m.net.half().float().eval(), x)
+    b, _ = predict_crops(back.net, x)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_not_a_model_is_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"\x00junk")
+    with pytest.raises(ModelError, match="not an autolabel model"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not an autolabel model"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_flip_confidence_is_zero_for_a_symmetric_net():
+    """The flip disagreement measures asymmetry: a net that predicts the mirror-symmetric mean
+    shape for every input has zero disagreement."""
+    from autolabel.model import predict_crops, to_norm
+    from autolabel.scheme import MIRROR
+
+    net = build_network()
+    shape = np.random.default_rng(0).uniform(20, 100, (68, 2)).astype(np.float32)
+    mirrored = shape[MIRROR].copy()
+    mirrored[:, 0] = 127 - mirrored[:, 0]
+    sym = (shape + mirrored) / 2
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.from_numpy(to_norm(sym, 128).reshape(-1)))
+    net.eval()
+    pts, dis = predict_crops(net, torch.zeros(2, 128, 128, dtype=torch.uint8))
+    np.testing.assert_allclose(pts[0], sym, atol=1e-4)
+    assert np.abs(dis).max() < 1e-4
