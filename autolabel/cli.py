@@ -44,7 +44,7 @@ def run(
     fmt: Annotated[Optional[str], typer.Option("--format", help="parquet | pts (default: from --out)")] = None,
     model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
     detector: Annotated[str, typer.Option(help="hog | cnn (cnn: dlib MMOD, slow on CPU)")] = "hog",
-    upsample: Annotated[int, typer.Option(help="detector upsampling steps (finds smaller faces, 4x slower each)")] = 1,
+    upsample: Annotated[str, typer.Option(help="detector upsampling: auto, 0, 1, 2 (each step finds 2x smaller faces, 4x slower)")] = "auto",
     max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = 1024,
     min_face_size: Annotated[float, typer.Option(help="drop faces smaller than this (pixels)")] = 0.0,
     workers: Annotated[Optional[int], typer.Option(help="decode/detect processes (default: CPU cores; 0 = in-process)")] = None,
@@ -67,8 +67,11 @@ def run(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    if upsample < 0 or max_side < 0 or min_face_size < 0:
-        raise UsageError("--upsample, --max-side and --min-face-size must be >= 0")
+    if upsample != "auto" and not (upsample.isdigit() and int(upsample) <= 4):
+        raise UsageError(f"--upsample must be auto or 0-4, not {upsample!r}")
+    if max_side < 0 or min_face_size < 0:
+        raise UsageError("--max-side and --min-face-size must be >= 0")
+    upsample = upsample if upsample == "auto" else int(upsample)
     kind = guess_format(out, fmt)
     if kind == "parquet" and out.is_dir():
         raise UsageError(f"{out} is a folder; give a .parquet file name or --format pts")

@@ -72,10 +72,10 @@ def model_predict(predictor, samples: list[Sample], boxes, batch: int = 32) -> n
 
 
 def evaluate(data: list[Path], predictor, protocols=("det", "gt"), with_dlib: bool = True, cache: Path | None = None, progress: bool = True) -> dict:
-    from autolabel.detectors import make_detector
+    from autolabel.detectors import DEFAULT_SETTINGS, make_detector
 
     samples = find_samples(*data)
-    det = make_detector("hog", upsample=1)
+    det = make_detector("hog", **DEFAULT_SETTINGS)
     samples = detect_boxes(samples, det, cache, progress)
     report: dict = {"data": [str(d) for d in data], "faces": len(samples), "input_size": predictor.size,
                     "model_version": predictor.model.model_id, "detector": det.settings(), "protocols": {}}

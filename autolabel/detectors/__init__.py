@@ -34,6 +34,9 @@ def _cnn(**kw):
 
 DETECTORS = {"hog": _hog, "cnn": _cnn}
 
+#: the settings `autolabel run` uses unless told otherwise; `eval` uses the same.
+DEFAULT_SETTINGS = {"upsample": "auto", "max_side": 1024}
+
 
 def make_detector(name: str, **kw) -> Detector:
     try:
