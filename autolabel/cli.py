@@ -153,6 +153,43 @@ def eval_(
     typer.echo(f"wrote {out / 'eval.json'}, {out / 'ced.png'}")
 
 
+@app.command()
+def review(
+    labels: Annotated[Path, typer.Argument(help="labels.parquet written by autolabel run")],
+    corrections: Annotated[Path, typer.Option(help="folder for the corrections journal and state")] = Path("corrections"),
+    root: Annotated[Optional[Path], typer.Option(help="folder the labels' relative image paths start from (if the images moved)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
+    port: int = 7860,
+    auth: Annotated[Optional[str], typer.Option(help="user:password required to open the app")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model for faces added by drawing a box (default: shipped)")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="open a browser tab")] = False,
+):
+    """Review and correct labels in the browser; every action is saved as it happens."""
+    from autolabel.review.app import serve
+    from autolabel.types import UsageError
+
+    creds = None
+    if auth:
+        if ":" not in auth:
+            raise UsageError("--auth must be user:password")
+        creds = tuple(auth.split(":", 1))
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--root {root}: no such folder")
+    serve(labels, corrections, root, host, port, creds, model, open_browser)
+
+
+@app.command()
+def export(
+    corrections: Annotated[Path, typer.Argument(help="corrections folder written by autolabel review")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the 300-W copy (image + .pts per face)")],
+):
+    """Write accepted and corrected faces as a 300-W folder (what finetune and other tools read)."""
+    from autolabel.review.state import export_300w
+
+    res = export_300w(corrections, out)
+    typer.echo(f"wrote {res['faces']} faces to {out}" + (f"; {len(res['missing_images'])} images missing" if res["missing_images"] else ""))
+
+
 def main() -> None:
     from autolabel.types import AutolabelError, UsageError
 
