@@ -29,23 +29,29 @@ def build_app(session: ReviewSession, title: str = "autolabel review"):
 
     html, css, js = editor_assets()
 
-    # Server functions: thin, named wrappers so the browser's API stays small and explicit.
-    def info():
+    # Server functions: Gradio passes the browser's arguments as one list. Thin, named
+    # wrappers keep the browser's API small and explicit.
+    def info(*_):
         return session.info()
 
-    def first(status, folder):
+    def first(args):
+        status, folder = args
         return session.first(status, folder)
 
-    def step(row, direction, status, folder):
+    def step(args):
+        row, direction, status, folder = args
         return session.step(int(row), int(direction), status, folder)
 
-    def jump(text, status, folder):
+    def jump(args):
+        text, status, folder = args
         return session.jump(str(text), status, folder)
 
-    def act(key, status, points, base_rev):
+    def act(args):
+        key, status, points, base_rev = args
         return session.act(str(key), str(status), points, int(base_rev))
 
-    def add_face(row, box):
+    def add_face(args):
+        row, box = args
         return session.add_face(int(row), box)
 
     with gr.Blocks(title=title) as demo:

@@ -283,14 +283,13 @@ def export_300w(folder: Path, out: Path) -> dict:
         stem = Path(r["image"]).with_suffix("")
         dest = out / f"{stem}_{per_image[r['image']]}{src.suffix.lower()}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        from autolabel.images import load_image
-
-        img = load_image(src)  # upright pixels, so the points (upright coordinates) fit the copy
-        if img.size == (r.get("width") or img.size[0], r.get("height") or img.size[1]) and _no_exif_rotation(src):
+        if _no_exif_rotation(src):
             shutil.copyfile(src, dest)
-        else:
-            img.save(dest.with_suffix(".png"))
+        else:  # points are in upright coordinates: store upright pixels
+            from autolabel.images import load_image
+
             dest = dest.with_suffix(".png")
+            load_image(src).save(dest)
         write_pts(dest.with_suffix(".pts"), np.asarray(r["points"], np.float32))
         n += 1
     return {"faces": n, "missing_images": missing}
