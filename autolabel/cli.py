@@ -190,6 +190,54 @@ def export(
     typer.echo(f"wrote {res['faces']} faces to {out}" + (f"; {len(res['missing_images'])} images missing" if res["missing_images"] else ""))
 
 
+@app.command()
+def finetune(
+    source: Annotated[Path, typer.Option("--from", help="corrections folder (autolabel review) or a 300-W folder (image + .pts)")],
+    base: Annotated[Optional[Path], typer.Option(help="model to start from (default: the shipped one)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder for the new model version (default: models/ft-<time>)")] = None,
+    replay: Annotated[Optional[list[Path]], typer.Option(help="original training faces to mix in (300-W folders)")] = None,
+    eval_data: Annotated[Optional[list[Path]], typer.Option("--eval", help="reference set scored before and after")] = None,
+    epochs: int = 15,
+    lr: float = 3e-4,
+    holdout: Annotated[float, typer.Option(help="share of corrections held out (at least 10 faces)")] = 0.2,
+    force: Annotated[bool, typer.Option(help="mark the model usable even if it got worse")] = False,
+    quiet: bool = False,
+):
+    """Finetune a model on reviewed corrections; writes a new model version with its lineage."""
+    import json
+    import time
+
+    from autolabel.finetune import finetune as run_ft
+    from autolabel.finetune import table
+
+    out = out or Path("models") / time.strftime("ft-%Y%m%d-%H%M%S")
+    for p in (replay or []) + (eval_data or []):
+        if not p.exists():
+            from autolabel.types import UsageError
+
+            raise UsageError(f"no such folder: {p}")
+    lin = run_ft(source, out, base, replay, eval_data, epochs, lr, holdout, force=force,
+                 command=" ".join(["autolabel"] + sys.argv[1:]), progress=not quiet)
+    if lin.get("interrupted"):
+        typer.echo(f"interrupted; no model written. Rerun the same command to resume ({out / 'work'})", err=True)
+        raise typer.Exit(130)
+    typer.echo(table(lin))
+    typer.echo(json.dumps({k: lin[k] for k in ("model_version", "model_path", "usable", "before", "after", "skipped")}))
+    if not lin["usable"]:
+        typer.echo("NOT marked usable: " + "; ".join(lin["refused_because"]) + " (use --force to override)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(folders: Annotated[Optional[list[Path]], typer.Argument(help="where finetuned versions live")] = None):
+    """List the model versions autolabel knows, with their metrics."""
+    from autolabel.finetune import list_models
+
+    for m in list_models(folders or [Path("models")]):
+        nme = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["nme"].items())
+        typer.echo(f"{m['version']}  {'usable ' if m['usable'] else 'UNUSABLE'}  {m['kind']:28}  {nme}  {m['path']}")
+
+
 def main() -> None:
     from autolabel.types import AutolabelError, UsageError
 

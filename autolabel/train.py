@@ -167,14 +167,16 @@ def fit(
 
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
     stale = 0 if not hist["val_nme"] else len(hist["val_nme"]) - 1 - int(np.argmin(hist["val_nme"]))
+    # one bar for the whole run, so its ETA is the run's
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
     with _Interrupt() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.time()
             net.train()
             perm = torch.randperm(len(train), generator=g)
             losses = []
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-            for step in bar:
+            bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+            for step in range(steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 imgs, pts = augment(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, g)
                 pred = net(normalise_images(imgs)).view(len(idx), -1, 2)
@@ -184,7 +186,8 @@ def fit(
                 opt.step()
                 sched.step()
                 losses.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
                 if stop.flag:
                     break
             if stop.flag:  # an unfinished epoch is not saved: resume redoes it from the last save
@@ -201,11 +204,15 @@ def fit(
             save(last, epoch + 1)
             if improved:
                 save(out / "best.pt", epoch + 1)
-            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {hist['train_loss'][-1]:.5f} val NME {100 * val_nme:.2f}% best {100 * best:.2f}% ({elapsed / 60:.1f} min)"
+            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {hist['train_loss'][-1]:.5f}"
+            if not math.isnan(val_nme):
+                msg += f" val NME {100 * val_nme:.2f}% best {100 * best:.2f}%"
+            msg += f" ({elapsed / 60:.1f} min)"
             tqdm.write(msg) if progress else print(msg, flush=True)
             if stale >= cfg.patience:
                 tqdm.write(f"early stop: no better validation NME for {cfg.patience} epochs")
                 break
+    bar.close()
     (out / "history.json").write_text(json.dumps(hist, indent=1))
     hist["interrupted"] = stop.flag
     return hist

@@ -1,0 +1,117 @@
+"""Finetuning from corrections: the demonstration on helen/testset and every bad input."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autolabel.finetune import MIN_HOLDOUT, finetune, list_models, load_corrections, split
+from autolabel.formats.pts import format_pts, read_pts
+from autolabel.review.state import CorrectionStore
+from autolabel.types import ModelError, UsageError
+
+from conftest import DATA, HELEN_TEST
+
+
+def link_faces(dest: Path, faces: list[Path]) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for img in faces:
+        os.symlink(img, dest / img.name)
+        os.symlink(img.with_suffix(".pts"), dest / img.with_suffix(".pts").name)
+    return dest
+
+
+@pytest.mark.slow
+def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model_path):
+    """150 helen/testset faces act as corrections (their ground truth); the other 180 stay aside."""
+    faces = sorted(HELEN_TEST.glob("*.jpg"))
+    src = link_faces(tmp_path / "corrections", faces[:150])
+    aside = link_faces(tmp_path / "aside", faces[150:])
+    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=[DATA / "300w" / "afw"], eval_data=[aside],
+                   epochs=6, progress=False)
+    b, a = lin["before"], lin["after"]
+    assert lin["corrections_used"] + lin["corrections_held_out"] == 150 and lin["corrections_held_out"] == 30
+    assert a["train_corrections"] < 0.85 * b["train_corrections"]  # the faces used get much better
+    assert a["holdout"] <= b["holdout"] + 0.001  # unseen corrections: better or within 0.1 point
+    assert a["reference"] <= b["reference"] + 0.001  # the other 180: no forgetting
+    assert lin["usable"] and (tmp_path / "ft" / "model.pt").is_file()
+    card = (tmp_path / "ft" / "README.md").read_text()
+    assert lin["base_model"] in card and "non-commercial" in card
+    from autolabel.model import load_model
+
+    m = load_model(tmp_path / "ft" / "model.pt")
+    assert m.model_id == lin["model_version"] and m.meta["finetune"]["base_model"] == lin["base_model"]
+    assert any(x["version"] == lin["model_version"] for x in list_models([tmp_path]))
+
+
+def test_split_is_deterministic_and_has_a_minimum():
+    keys = [f"img{i}.jpg#0" for i in range(50)]
+    a, b = split(keys, 0.2), split(list(keys), 0.2)
+    assert a == b and len(a[1]) == 10 and not set(a[0]) & set(a[1])
+    assert len(split(keys[:25], 0.1)[1]) == MIN_HOLDOUT
+    with pytest.raises(UsageError, match="at least 20"):
+        split(keys[:19], 0.2)
+
+
+def test_bad_corrections_are_skipped_and_counted(tmp_path):
+    faces = sorted(HELEN_TEST.glob("*.jpg"))[:6]
+    d = link_faces(tmp_path / "c", faces[:2])
+    good = read_pts(faces[2].with_suffix(".pts"))
+    for name, text in {
+        "nan": format_pts(np.full((68, 2), np.nan)),
+        "short": format_pts(good[:30]),
+        "far": format_pts(good + 5000),
+    }.items():
+        shutil.copy(faces[3], d / f"{name}.jpg")
+        (d / f"{name}.pts").write_text(text)
+    (d / "gone.pts").write_text(format_pts(good))  # image missing
+    loaded = load_corrections(d)
+    assert len(loaded.samples) == 2
+    assert loaded.skipped == {"unreadable .pts": 1, "not 68 points": 1, "points far outside the image": 1, "image missing": 1}
+
+
+def test_review_store_source_excludes_rejected(tmp_path):
+    faces = sorted(HELEN_TEST.glob("*.jpg"))[:3]
+    store = CorrectionStore(tmp_path / "corr")
+    for f, status in zip(faces, ["accepted", "corrected", "rejected"]):
+        pts = read_pts(f.with_suffix(".pts"))
+        store.record(f"{f.name}#0", status, pts, 0, image=f.name, abs_path=str(f), box=[0, 0, 100, 100], model_version="m", width=1, height=1)
+    store.record("gone.jpg#0", "accepted", pts, 0, image="gone.jpg", abs_path=str(tmp_path / "gone.jpg"), box=[0, 0, 9, 9], model_version="m", width=1, height=1)
+    store.close()
+    loaded = load_corrections(tmp_path / "corr")
+    assert sorted(loaded.keys) == sorted([f"{faces[0].name}#0", f"{faces[1].name}#0"])
+    assert loaded.skipped == {"image missing": 1}
+
+
+def test_empty_missing_and_bad_base(tmp_path, random_model_path):
+    with pytest.raises(UsageError, match="no such corrections folder"):
+        load_corrections(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no corrections in it"):
+        load_corrections(tmp_path / "empty")
+    src = link_faces(tmp_path / "few", sorted(HELEN_TEST.glob("*.jpg"))[:5])
+    with pytest.raises(UsageError, match="needs at least"):
+        finetune(src, tmp_path / "o1", base=random_model_path, progress=False)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not an autolabel model"):
+        finetune(src, tmp_path / "o2", base=tmp_path / "junk.pt", progress=False)
+
+
+def test_refuses_a_worse_model_unless_forced(tmp_path, shipped_model_path):
+    """Corrections that are wrong (points shifted by 15 % of the face) make the model worse on
+    the reference set: the new version is written as unusable, with the reason."""
+    faces = sorted(HELEN_TEST.glob("*.jpg"))[:24]
+    d = tmp_path / "wrong"
+    d.mkdir()
+    for f in faces:
+        os.symlink(f, d / f.name)
+        p = read_pts(f.with_suffix(".pts"))
+        (d / f.with_suffix(".pts").name).write_text(format_pts(p + 0.15 * (p.max(0) - p.min(0))))
+    ref = link_faces(tmp_path / "ref", sorted(HELEN_TEST.glob("*.jpg"))[200:230])
+    lin = finetune(d, tmp_path / "ft", base=shipped_model_path, eval_data=[ref], epochs=4, lr=1e-3, progress=False)
+    assert not lin["usable"] and lin["refused_because"]
+    assert (tmp_path / "ft" / "model.unusable.pt").is_file() and not (tmp_path / "ft" / "model.pt").exists()
+    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["usable"] is False
