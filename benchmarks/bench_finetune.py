@@ -1,0 +1,48 @@
+"""The finetune demonstration with figures: N helen/testset faces as corrections (their ground
+truth), the other faces aside as the reference; times the whole `finetune` call.
+
+    python benchmarks/bench_finetune.py [--corrections 150] [--epochs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from autolabel.data import data_root
+    from autolabel.finetune import finetune, table
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corrections", type=int, default=150)
+    ap.add_argument("--epochs", type=int, default=15)
+    a = ap.parse_args()
+    root = data_root() / "300w"
+    faces = sorted((root / "helen" / "testset").glob("*.jpg"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, part in (("corr", faces[: a.corrections]), ("aside", faces[a.corrections :])):
+            (tmp / name).mkdir()
+            for f in part:
+                os.symlink(f, tmp / name / f.name)
+                os.symlink(f.with_suffix(".pts"), tmp / name / f.with_suffix(".pts").name)
+        t = time.perf_counter()
+        lin = finetune(tmp / "corr", tmp / "ft", replay=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"],
+                       eval_data=[tmp / "aside"], epochs=a.epochs, progress=False)
+        dt = time.perf_counter() - t
+    print(f"{a.corrections} corrections ({lin['corrections_used']} used, {lin['corrections_held_out']} held out), "
+          f"{lin['replay_faces']} replayed, {a.epochs} epochs: {dt:.0f} s")
+    print(table(lin))
+    print(json.dumps({k: lin[k] for k in ("before", "after", "usable")}))
+
+
+if __name__ == "__main__":
+    main()
