@@ -130,7 +130,14 @@ def label_paths(
     s = Summary(non_images=count_non_images(inputs))
     done = writer.done_keys() if resume else {}
     model_id = predictor.model.model_id
-    workers = os.cpu_count() or 1 if workers is None else workers
+    cores = os.cpu_count() or 1
+    if workers is None:
+        workers = cores
+    if workers > 0:
+        # workers keep the cores busy detecting; one inference thread here avoids oversubscription
+        import torch
+
+        torch.set_num_threads(max(1, cores - workers))
 
     roots: dict[Path, Path] = {}
     stats: dict[Path, tuple[int, int] | None] = {}

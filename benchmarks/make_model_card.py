@@ -1,0 +1,102 @@
+"""Write model/README.md (the model card) from a training run and an `autolabel eval` report.
+
+    python benchmarks/make_model_card.py --run runs/shipped --eval model/reports --bench model/reports/bench.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from autolabel.evaluate import table
+    from autolabel.model import load_model
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("runs/shipped"))
+    ap.add_argument("--eval", type=Path, default=Path("model/reports"))
+    ap.add_argument("--bench", type=Path, default=Path("model/reports/bench_inference.txt"))
+    ap.add_argument("--notes", type=Path, default=Path("model/reports/notes.md"))
+    a = ap.parse_args()
+    m = load_model(Path("model/landmarks.pt"))
+    meta = m.meta
+    rep = json.loads((a.eval / "eval.json").read_text())
+    hist = json.loads((a.run / "history.json").read_text())
+    det, gt = rep["protocols"]["det"], rep["protocols"]["gt"]
+    r = meta["recipe"]
+    best_epoch = meta.get("epoch")
+    card = f"""# autolabel landmark model `{m.model_id}`
+
+A ResNet18 (torchvision `resnet18(weights=None)`, first conv 1 channel, 136-value head) that
+regresses the 68 iBUG / 300-W points from a {m.input_size}x{m.input_size} grayscale face crop.
+Trained from scratch on this 2-core CPU machine. The model version is the first 12 hex digits
+of the SHA-256 of `landmarks.pt` (fp16 weights, {Path('model/landmarks.pt').stat().st_size / 2**20:.1f} MiB).
+
+**Licence: trained on 300-W, whose images and annotations are for non-commercial research use
+only. These weights inherit that restriction.**
+
+## How it was made
+
+- Command: `{meta.get('command', '')}`
+- Git commit of the code: `{meta.get('git_commit', '')}`
+- Recipe: [`recipe.toml`](recipe.toml) (loss `{r['loss']}`, AdamW lr {r['lr']} one-cycle, batch {r['batch_size']},
+  {r['epochs']} epochs, early stopping patience {r['patience']}, seed {r['seed']})
+- Data: `300w/afw` + `300w/helen/trainset` + `300w/lfpw/trainset`: {meta.get('train_faces')} faces
+  ({meta.get('train_hog_boxes')} with a dlib HOG box; the rest cropped from a box made from their points),
+  fingerprint `{meta.get('train_fingerprint')}`. Validation (early stopping, best epoch) = `300w/helen/testset`
+  ({meta.get('val_faces')} faces). `ytf68/` was not used.
+- Training time: {meta.get('train_seconds', 0) / 60:.1f} minutes of epochs on 2 CPU cores; best epoch {best_epoch} of {len(hist['epoch'])}
+  (validation NME {100 * meta.get('best_val_nme', float('nan')):.2f} % without flip averaging).
+- Augmentation (all in one affine warp, so pixels and points move together): rotation ±{r['augment']['rotation_deg']}°,
+  scale ±{100 * r['augment']['scale']:.0f} %, shift ±{100 * r['augment']['shift']:.0f} % of the crop, horizontal flip (p={r['augment']['flip']}) with the
+  68-point mirror permutation, brightness ±{100 * r['augment']['brightness']:.0f} %, contrast ±{100 * r['augment']['contrast']:.0f} %.
+
+![loss curve](reports/loss_curve.png)
+![validation overlay](reports/val_overlay.png)
+
+## Input convention (`autolabel/geometry.py`)
+
+face box (x0, y0, x1, y1) from dlib HOG → square of side 1.5 × max(w, h) centred on the box
+centre moved down by 0.10 × h, snapped to whole pixels → cut out of the grayscale, EXIF-upright
+image (black outside) → resized (antialiased) to {m.input_size} px → standardised per image (zero mean,
+unit std). Outputs are crop coordinates, mapped back to image pixels by the inverse transform.
+Training cuts a 1.5× larger canvas around the same centre and samples jittered crops from it.
+For the `gt` protocol the box is made from the points with the HOG box's measured relation
+(same centre x, centre 0.08 × side higher, side 1.03 × the points' larger extent).
+
+## Accuracy on `300w/helen/testset` (330 faces)
+
+Same faces, same boxes for both methods; dlib = dlib's own 68-point shape predictor
+(`shape_predictor_68_face_landmarks.dat`, trained on 300-W with iBUG's full training set, which
+probably includes these test faces). autolabel uses flip averaging. `det` = the dlib HOG box best
+matching each face (faces the detector misses are counted, not scored); `gt` = a box from the
+ground-truth points. NME in % (inter-ocular = outer eye corners 36/45; inter-pupil = eye
+centres); FR and AUC at NME 0.08; NMSE = mean squared error of the points in normalised crop
+coordinates (crop side = 1); ≤3px/≤5px = share of points within 3 / 5 pixels at the
+{m.input_size} px input resolution.
+
+```
+{table(rep)}
+```
+
+![CED](reports/ced.png)
+
+## Speed (this machine: 2 CPU cores)
+
+```
+{a.bench.read_text().strip() if a.bench.is_file() else '(run benchmarks/bench_inference.py)'}
+```
+
+{a.notes.read_text().strip() if a.notes.is_file() else ''}
+"""
+    Path("model/README.md").write_text(card)
+    print(f"wrote model/README.md for {m.model_id}: det NME {100 * det['autolabel']['nme_io']:.2f} %, gt {100 * gt['autolabel']['nme_io']:.2f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Detector contract: list[Box] in the input image's pixels, whatever the scale or settings."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.detectors import DETECTORS, make_detector
+from autolabel.formats.pts import read_pts
+from autolabel.geometry import points_box
+from autolabel.types import Box, UsageError
+
+from conftest import HELEN_TEST, PHOTOS
+
+
+def gray(path, scale=1.0):
+    im = Image.open(path).convert("L")
+    if scale != 1.0:
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
+    return np.asarray(im)
+
+
+def test_hog_finds_the_annotated_face():
+    f = sorted(HELEN_TEST.glob("*.jpg"))[0]
+    boxes = make_detector("hog").detect(gray(f))
+    ref = points_box(read_pts(f.with_suffix(".pts")))
+    assert boxes and all(isinstance(b, Box) for b in boxes)
+    assert max(b.iou(ref) for b in boxes) > 0.4
+
+
+def test_downscaled_detection_maps_boxes_back():
+    f = sorted(HELEN_TEST.glob("*.jpg"))[0]
+    big = gray(f, 3.0)  # ~1500 px
+    full = make_detector("hog", upsample=0, max_side=0).detect(big)
+    small = make_detector("hog", upsample=0, max_side=700).detect(big)
+    assert len(full) == len(small) >= 1
+    a, b = full[0], small[0]
+    assert a.iou(b) > 0.7  # same face, in the big image's pixels
+    assert b.x1 > 700 or b.y1 > 700 or max(big.shape) <= 700
+
+
+def test_auto_upsample_finds_small_faces_like_upsample_1():
+    img = gray(PHOTOS / "groups" / "bald_guys.jpg")
+    n1 = len(make_detector("hog", upsample=1, max_side=0).detect(img))
+    na = len(make_detector("hog", upsample="auto", max_side=0).detect(img))
+    n0 = len(make_detector("hog", upsample=0, max_side=0).detect(img))
+    assert na == n1 >= n0
+
+
+def test_min_face_size_and_registry():
+    f = sorted(HELEN_TEST.glob("*.jpg"))[0]
+    assert make_detector("hog", min_face_size=10_000).detect(gray(f)) == []
+    assert set(DETECTORS) == {"hog", "cnn"}
+    with pytest.raises(UsageError, match="choose one of: hog, cnn"):
+        make_detector("yolo")
+    with pytest.raises(UsageError):
+        make_detector("hog", upsample=-1)
