@@ -54,3 +54,11 @@ def test_min_face_size_and_registry():
         make_detector("yolo")
     with pytest.raises(UsageError):
         make_detector("hog", upsample=-1)
+
+
+def test_cnn_detector_from_face_recognition_models():
+    f = sorted(HELEN_TEST.glob("*.jpg"))[0]
+    img = gray(f, 0.6)
+    boxes = make_detector("cnn", upsample=0).detect(img)
+    ref = points_box(read_pts(f.with_suffix(".pts")) * 0.6)
+    assert len(boxes) >= 1 and max(b.iou(ref) for b in boxes) > 0.3
