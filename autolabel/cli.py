@@ -111,14 +111,15 @@ def train(
     data: Annotated[Optional[Path], typer.Option(help="data root the recipe's paths are relative to")] = None,
     export_to: Annotated[Optional[Path], typer.Option("--export", help="also write the best weights as a model file here")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override the recipe's epochs")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="start from these weights (a model file) instead of random ones")] = None,
     quiet: bool = False,
 ):
-    """Train LandmarkNet from scratch on 300-W style folders."""
+    """Train LandmarkNet on 300-W style folders (from scratch, or from --init weights)."""
     from autolabel.train import TrainConfig
     from autolabel.training_job import train_model
 
     cfg = TrainConfig.from_toml(recipe, epochs=epochs)
-    res = train_model(cfg, out, export_to, data, command=" ".join(["autolabel"] + sys.argv[1:]), progress=not quiet)
+    res = train_model(cfg, out, export_to, data, command=" ".join(["autolabel"] + sys.argv[1:]), progress=not quiet, init=init)
     if res.get("interrupted"):
         typer.echo(f"interrupted; rerun the same command to resume from {out / 'last.pt'}")
         raise typer.Exit(130)

@@ -30,8 +30,14 @@ def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True):
     return train_s, val_s, train_c, val_c
 
 
-def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | None = None, command: str = "", progress: bool = True) -> dict:
+def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | None = None, command: str = "", progress: bool = True,
+                init: Path | None = None) -> dict:
     root = root or data_root()
+    init_model = None
+    if init is not None:
+        from autolabel.model import load_model
+
+        init_model = load_model(init)
     t0 = time.time()
     train_s, val_s, train_c, val_c = prepare(cfg, root, out, progress)
     meta = {
@@ -43,7 +49,9 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
         "train_fingerprint": fingerprint(train_s),
         "val_faces": len(val_s),
     }
-    hist = fit(cfg, train_c, val_c, out, resume=True, progress=progress, meta=meta)
+    if init_model is not None:
+        meta["init"] = {"path": str(init), "model_version": init_model.model_id, "meta": init_model.meta}
+    hist = fit(cfg, train_c, val_c, out, init=init_model.net if init_model else None, resume=True, progress=progress, meta=meta)
     meta["train_seconds"] = hist["seconds"][-1] if hist["seconds"] else 0.0
     meta["wall_seconds_this_call"] = time.time() - t0
     if hist.get("interrupted"):
