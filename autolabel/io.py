@@ -21,6 +21,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 files; give the result the usual permissions (umask applies)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
