@@ -132,6 +132,7 @@ def finetune(
     lr: float = 3e-4,
     holdout: float = 0.2,
     replay_ratio: float = 1.0,
+    repeat: int = 3,
     force: bool = False,
     command: str = "",
     progress: bool = True,
@@ -173,11 +174,17 @@ def finetune(
         pool = [s for r in replay for s in find_samples(r) if str(s.image.resolve()) not in exclude
                 and not any(str(s.image.resolve()).startswith(e) for e in eval_roots)]
         rng = np.random.default_rng(0)
-        k = min(len(pool), int(round(replay_ratio * len(train_s))))
+        k = min(len(pool), int(round(replay_ratio * repeat * len(train_s))))
         replay_s = [pool[i] for i in sorted(rng.choice(len(pool), k, replace=False))] if k else []
         replay_s = detect_boxes(replay_s, det, cache, progress=False)
 
+    # corrections are few: each is seen `repeat` times per epoch (with fresh augmentation), next
+    # to as many replayed faces, so an epoch is half corrections, half replay
     train_c = build_canvases(train_s + replay_s, cfg.input_size, cfg.context, "det", progress)
+    if repeat > 1 and train_s:
+        n = len(train_s)
+        idx = np.concatenate([np.tile(np.arange(n), repeat), np.arange(n, len(train_c))])
+        train_c = Canvases(train_c.images[idx], train_c.points[idx], train_c.size)
     pred_base = Predictor(base_model)
     before = {"holdout": float(_nme_on(pred_base, hold_s).mean()), "train_corrections": float(_nme_on(pred_base, train_s).mean())}
     ref_samples = []
@@ -206,7 +213,7 @@ def finetune(
     lineage = {
         "base_model": base_model.model_id, "base_path": str(base or "shipped"), "source": str(Path(source).absolute()),
         "source_kind": data.source, "corrections_used": len(train_s), "corrections_held_out": len(hold_s),
-        "replay_faces": len(replay_s), "skipped": data.skipped, "epochs": epochs, "lr": lr,
+        "replay_faces": len(replay_s), "repeat": repeat, "skipped": data.skipped, "epochs": epochs, "lr": lr,
         "before": before, "after": after, "usable": usable, "forced": bool(reasons and force), "refused_because": reasons,
         "command": command, "seconds": time.time() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "recipe": cfg.to_dict(),

@@ -24,6 +24,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corrections", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--replay-ratio", type=float, default=1.0)
     a = ap.parse_args()
     root = data_root() / "300w"
     faces = sorted((root / "helen" / "testset").glob("*.jpg"))
@@ -36,10 +38,10 @@ def main() -> None:
                 os.symlink(f.with_suffix(".pts"), tmp / name / f.with_suffix(".pts").name)
         t = time.perf_counter()
         lin = finetune(tmp / "corr", tmp / "ft", replay=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"],
-                       eval_data=[tmp / "aside"], epochs=a.epochs, progress=False)
+                       eval_data=[tmp / "aside"], epochs=a.epochs, lr=a.lr, replay_ratio=a.replay_ratio, progress=False)
         dt = time.perf_counter() - t
     print(f"{a.corrections} corrections ({lin['corrections_used']} used, {lin['corrections_held_out']} held out), "
-          f"{lin['replay_faces']} replayed, {a.epochs} epochs: {dt:.0f} s")
+          f"{lin['replay_faces']} replayed, {a.epochs} epochs, lr {a.lr}: {dt:.0f} s")
     print(table(lin))
     print(json.dumps({k: lin[k] for k in ("before", "after", "usable")}))
 
