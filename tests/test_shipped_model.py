@@ -47,14 +47,20 @@ def test_run_puts_points_on_the_face_in_image_pixels(tmp_path, shipped_model_pat
     out = tmp_path / "l.parquet"
     cli("run", tmp_path, "--out", out, "--model", shipped_model_path, "--workers", "2", check_rc=0)
     df = read_labels(out)
+    assert len(df.image.unique()) == 8 and (df.status != "error").all()
+    # HOG misses exactly one of these eight faces (2970690152_2, tinted glasses: HOG scores it
+    # -0.22, below its threshold of 0); that image is recorded as `no_face`, not dropped
+    assert list(df[df.status == "no_face"].image) == ["2970690152_2.jpg"]
     errs = []
     for f in faces:
         rows = df[(df.image == f.name) & (df.status == "ok")]
+        if rows.empty:
+            continue
         gt = read_pts(f.with_suffix(".pts"))
         # the annotated face is the detection nearest the ground-truth centre
         pts = points_array(rows)
         best = pts[np.argmin([np.linalg.norm(p.mean(0) - gt.mean(0)) for p in pts])]
         errs.append(nme(best, gt))
-    assert np.mean(errs) < 0.06, errs
+    assert len(errs) == 7 and np.mean(errs) < 0.06, errs
     conf = df[df.status == "ok"].confidence
     assert conf.between(0, 0.2).all()
