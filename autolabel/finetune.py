@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.augment import AugmentConfig
 from autolabel.data import Canvases, Sample, build_canvases, detect_boxes, find_samples
 from autolabel.images import load_image
 from autolabel.scheme import N_POINTS
@@ -26,6 +27,9 @@ from autolabel.types import AutolabelError, Box, UsageError
 MIN_HOLDOUT = 10
 #: "not worse" allows this much NME noise (0.1 percentage point).
 TOLERANCE = 0.001
+#: augmentation when finetuning. Corrected faces come with the box the detector gave them, so
+#: the jitter only has to cover detector noise, not the full range `autolabel train` uses.
+FINETUNE_AUGMENT = AugmentConfig(rotation_deg=10.0, scale=0.05, shift=0.04, flip=0.5, brightness=0.15, contrast=0.2)
 
 
 @dataclass
@@ -133,6 +137,7 @@ def finetune(
     holdout: float = 0.2,
     replay_ratio: float = 1.0,
     repeat: int = 3,
+    augment: AugmentConfig = FINETUNE_AUGMENT,
     force: bool = False,
     command: str = "",
     progress: bool = True,
@@ -150,7 +155,8 @@ def finetune(
     base_cfg = base_model.meta.get("recipe", {})
     cfg = TrainConfig()
     cfg = dataclasses.replace(cfg, input_size=base_model.input_size, context=base_cfg.get("context", cfg.context), epochs=epochs, lr=lr,
-                              loss=base_cfg.get("loss", cfg.loss), batch_size=min(cfg.batch_size, 32), patience=epochs + 1)
+                              loss=base_cfg.get("loss", cfg.loss), batch_size=min(cfg.batch_size, 32), patience=epochs + 1,
+                              augment=augment)
 
     data = load_corrections(source)
     tr_idx, ho_idx = split(data.keys, holdout)

@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "l1"  # l1 | mse | wing | smooth_l1
     patience: int = 20  # early stopping: epochs without a better validation NME
+    ema: float = 0.0  # > 0: validate and ship an exponential moving average of the weights (decay per step)
     seed: int = 0
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -141,6 +142,8 @@ def fit(
     net = build_network()
     if init is not None:
         net.load_state_dict(init.state_dict())
+    # the averaged copy (batch-norm statistics included) is what is validated and saved as "net"
+    avg = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15 if init is None else 0.05)
@@ -152,17 +155,20 @@ def fit(
     last = out / "last.pt"
     if resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=False)
-        if ck["config"] != cfg.to_dict():
+        if {**TrainConfig().to_dict(), **ck["config"]} != cfg.to_dict():  # keys added later take their defaults
             raise ValueError(f"{last} was made with another recipe; use a new --out or --overwrite")
-        net.load_state_dict(ck["net"])
+        net.load_state_dict(ck["raw"] if avg is not None else ck["net"])
+        if avg is not None:
+            avg.load_state_dict(ck["avg"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         g.set_state(ck["rng"])
         hist, best, start_epoch, elapsed = ck["history"], ck["best"], ck["epoch"], ck["elapsed"]
 
     def save(path: Path, epoch: int):
+        weights = {"net": avg.module.state_dict(), "raw": net.state_dict(), "avg": avg.state_dict()} if avg is not None else {"net": net.state_dict()}
         with atomic_path(path) as tmp:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
+            torch.save({**weights, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
                         "history": hist, "best": best, "epoch": epoch, "elapsed": elapsed, "config": cfg.to_dict(), "meta": meta or {}}, tmp)
 
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
@@ -185,6 +191,8 @@ def fit(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if avg is not None:
+                    avg.update_parameters(net)
                 losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
@@ -192,7 +200,7 @@ def fit(
                     break
             if stop.flag:  # an unfinished epoch is not saved: resume redoes it from the last save
                 break
-            val_nme = float(evaluate_canvases(net, val).mean()) if val is not None and len(val) else float("nan")
+            val_nme = float(evaluate_canvases(avg.module if avg is not None else net, val).mean()) if val is not None and len(val) else float("nan")
             elapsed += time.time() - t0
             for k, v in zip(hist, [epoch + 1, float(np.mean(losses)), val_nme, sched.get_last_lr()[0], elapsed]):
                 hist[k].append(v)

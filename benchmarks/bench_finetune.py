@@ -19,13 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     from autolabel.data import data_root
-    from autolabel.finetune import finetune, table
+    from autolabel.augment import AugmentConfig
+    from autolabel.finetune import FINETUNE_AUGMENT, finetune, table
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--corrections", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--replay-ratio", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--full-augment", action="store_true", help="the training recipe's augmentation, not the finetune default")
     a = ap.parse_args()
     root = data_root() / "300w"
     faces = sorted((root / "helen" / "testset").glob("*.jpg"))
@@ -38,10 +41,12 @@ def main() -> None:
                 os.symlink(f.with_suffix(".pts"), tmp / name / f.with_suffix(".pts").name)
         t = time.perf_counter()
         lin = finetune(tmp / "corr", tmp / "ft", replay=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"],
-                       eval_data=[tmp / "aside"], epochs=a.epochs, lr=a.lr, replay_ratio=a.replay_ratio, progress=False)
+                       eval_data=[tmp / "aside"], epochs=a.epochs, lr=a.lr, replay_ratio=a.replay_ratio, repeat=a.repeat,
+                       augment=AugmentConfig() if a.full_augment else FINETUNE_AUGMENT, progress=False)
         dt = time.perf_counter() - t
     print(f"{a.corrections} corrections ({lin['corrections_used']} used, {lin['corrections_held_out']} held out), "
-          f"{lin['replay_faces']} replayed, {a.epochs} epochs, lr {a.lr}: {dt:.0f} s")
+          f"{lin['replay_faces']} replayed, {a.epochs} epochs, lr {a.lr}, repeat {a.repeat}, "
+          f"{'full' if a.full_augment else 'finetune'} augmentation: {dt:.0f} s")
     print(table(lin))
     print(json.dumps({k: lin[k] for k in ("before", "after", "usable")}))
 

@@ -4,7 +4,8 @@
 
 Baseline: one process, dlib HOG (upsample=1, full resolution, as dlib's examples do) and dlib's
 68-point shape predictor on every face. autolabel: the CLI as a user runs it (default settings,
-workers = cores), timed wall-clock including start-up. Peak memory is the largest sum of RSS
+workers = cores), timed wall-clock including start-up. The growth run labels `--repeat` copies
+of the same inputs (folders of per-file symbolic links). Peak memory is the largest sum of RSS
 over the whole process tree (sampled every 50 ms). Prints a table and JSON.
 """
 
@@ -105,11 +106,13 @@ def main() -> None:
         res["speedup"] = res["autolabel"]["images_per_s"] / res["baseline"]["images_per_s"]
         res["face_ratio"] = res["autolabel"]["faces"] / max(res["baseline"]["faces"], 1)
         if not a.skip_growth:
+            # real folders of per-file links: linked folders would be walked once (loop guard)
             big = tmp / "big"
             for k in range(a.repeat):
-                for i in inputs:
-                    (big / f"copy{k}").mkdir(parents=True, exist_ok=True)
-                    os.symlink(i, big / f"copy{k}" / i.name)
+                for root, f in discover(inputs):
+                    dest = big / f"copy{k}" / root.name / f.relative_to(root)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(f, dest)
             res["autolabel_x%d" % a.repeat] = autolabel_run([big], tmp / "b.parquet", a.model)
     b, al = res["baseline"], res["autolabel"]
     print(f"{'':22} {'images':>7} {'faces':>6} {'seconds':>8} {'img/s':>7} {'peak MB':>8}")

@@ -22,7 +22,7 @@ def tiny():
 
 
 def tiny_cfg(**kw):
-    return dataclasses.replace(TrainConfig(), input_size=64, epochs=6, batch_size=8, lr=1e-3, patience=100, **kw)
+    return dataclasses.replace(TrainConfig(), **{"input_size": 64, "epochs": 6, "batch_size": 8, "lr": 1e-3, "patience": 100, **kw})
 
 
 def test_tiny_training_run_lowers_the_loss(tiny, tmp_path):
@@ -35,8 +35,9 @@ def test_tiny_training_run_lowers_the_loss(tiny, tmp_path):
     assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1, 2, 3, 4, 5, 6]
 
 
-def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema):
+    cfg = tiny_cfg(ema=ema)
     full = fit(cfg, tiny, None, tmp_path / "full", progress=False)
     # simulate a stop after 3 epochs by training a 6-epoch recipe in two calls
     import autolabel.train as tr
@@ -59,6 +60,42 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "augment", real)
     rest = fit(cfg, tiny, None, tmp_path / "split", progress=False)
     np.testing.assert_allclose(rest["train_loss"], full["train_loss"], rtol=1e-4)
+    a, b = (torch.load(d / "last.pt", weights_only=False)["net"] for d in (tmp_path / "full", tmp_path / "split"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path):
+    """With `ema`, the saved "net" is the moving average (what is validated and exported), and
+    the raw weights travel beside it for resuming."""
+    cfg = tiny_cfg(ema=0.5, epochs=1)
+    steps = len(tiny) // cfg.batch_size
+    seen = []
+    import autolabel.train as tr
+
+    real_step = torch.optim.AdamW.step
+
+    def spy(opt, *a, **k):
+        out = real_step(opt, *a, **k)
+        seen.append([p.detach().clone() for p in opt.param_groups[0]["params"]])
+        return out
+
+    torch.optim.AdamW.step = spy
+    try:
+        tr.fit(cfg, tiny, None, tmp_path, progress=False)
+    finally:
+        torch.optim.AdamW.step = real_step
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert len(seen) == steps and set(ck) >= {"net", "raw", "avg"}
+    names = [n for n, _ in build_network().named_parameters()]
+    i = names.index("fc.weight")
+    # AveragedModel starts from the initial weights; each step: avg = 0.5 * avg + 0.5 * new
+    expect = None
+    for w in seen:
+        expect = w[i] if expect is None else 0.5 * expect + 0.5 * w[i]
+    torch.testing.assert_close(ck["raw"]["fc.weight"], seen[-1][i])
+    torch.testing.assert_close(ck["net"]["fc.weight"], expect)
+    assert not torch.allclose(ck["net"]["fc.weight"], ck["raw"]["fc.weight"])
 
 
 def test_model_file_round_trip_and_hash(tmp_path):
