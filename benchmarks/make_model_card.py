@@ -30,6 +30,24 @@ def main() -> None:
     det, gt = rep["protocols"]["det"], rep["protocols"]["gt"]
     r = meta["recipe"]
     best_epoch = meta.get("epoch")
+    # a model started with --init records the earlier stage's meta under "init": walk the chain
+    stages, m_ = [], meta
+    while m_:
+        stages.append(m_)
+        m_ = m_.get("init", {}).get("meta")
+    stages.reverse()
+    total_min = sum(st.get("train_seconds", 0) for st in stages) / 60
+    lines = []
+    for i, st in enumerate(stages, 1):
+        cmd = st.get("command", "")
+        words = cmd.split()
+        recipe = words[words.index("--recipe") + 1].split("/")[-1] if "--recipe" in words else "recipe.toml"
+        rr = st["recipe"]
+        lines.append(f"- Stage {i}: `{cmd}` (code at git `{st.get('git_commit', '')}`; [`{recipe}`]({recipe}): loss `{rr['loss']}`, "
+                     f"AdamW lr {rr['lr']} one-cycle, batch {rr['batch_size']}, {rr['epochs']} epochs, patience {rr['patience']}, "
+                     f"seed {rr['seed']}{', weight moving average ' + str(rr['ema']) if rr.get('ema') else ''}; "
+                     f"{st.get('train_seconds', 0) / 60:.1f} min)")
+    stages_text = "\n".join(lines)
     card = f"""# autolabel landmark model `{m.model_id}`
 
 A ResNet18 (torchvision `resnet18(weights=None)`, first conv 1 channel, 136-value head) that
@@ -42,16 +60,13 @@ only. These weights inherit that restriction.**
 
 ## How it was made
 
-- Command: `{meta.get('command', '')}`
-- Git commit of the code: `{meta.get('git_commit', '')}`
-- Recipe: [`recipe.toml`](recipe.toml) (loss `{r['loss']}`, AdamW lr {r['lr']} one-cycle, batch {r['batch_size']},
-  {r['epochs']} epochs, early stopping patience {r['patience']}, seed {r['seed']})
+{stages_text}
 - Data: `300w/afw` + `300w/helen/trainset` + `300w/lfpw/trainset`: {meta.get('train_faces')} faces
   ({meta.get('train_hog_boxes')} with a dlib HOG box; the rest cropped from a box made from their points),
   fingerprint `{meta.get('train_fingerprint')}`. Validation (early stopping, best epoch) = `300w/helen/testset`
   ({meta.get('val_faces')} faces). `ytf68/` was not used.
-- Training time: {meta.get('train_seconds', 0) / 60:.1f} minutes of epochs on 2 CPU cores; best epoch {best_epoch} of {len(hist['epoch'])}
-  (validation NME {100 * meta.get('best_val_nme', float('nan')):.2f} % without flip averaging).
+- Training time: {total_min:.1f} minutes of epochs on 2 CPU cores{' over ' + str(len(stages)) + ' stages' if len(stages) > 1 else ''}; last stage: best epoch
+  {best_epoch} of {len(hist['epoch'])} (validation NME {100 * meta.get('best_val_nme', float('nan')):.2f} % without flip averaging).
 - Augmentation (all in one affine warp, so pixels and points move together): rotation ±{r['augment']['rotation_deg']}°,
   scale ±{100 * r['augment']['scale']:.0f} %, shift ±{100 * r['augment']['shift']:.0f} % of the crop, horizontal flip (p={r['augment']['flip']}) with the
   68-point mirror permutation, brightness ±{100 * r['augment']['brightness']:.0f} %, contrast ±{100 * r['augment']['contrast']:.0f} %.
