@@ -199,7 +199,7 @@ def finetune(
     replay: Annotated[Optional[list[Path]], typer.Option(help="original training faces to mix in (300-W folders)")] = None,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval", help="reference set scored before and after")] = None,
     epochs: int = 15,
-    lr: float = 3e-4,
+    lr: float = 1.5e-4,
     holdout: Annotated[float, typer.Option(help="share of corrections held out (at least 10 faces)")] = 0.2,
     force: Annotated[bool, typer.Option(help="mark the model usable even if it got worse")] = False,
     quiet: bool = False,

@@ -133,7 +133,7 @@ def finetune(
     replay: list[Path] | None = None,
     eval_data: list[Path] | None = None,
     epochs: int = 15,
-    lr: float = 3e-4,
+    lr: float = 1.5e-4,
     holdout: float = 0.2,
     replay_ratio: float = 1.0,
     repeat: int = 3,

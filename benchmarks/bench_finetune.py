@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corrections", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=1.5e-4)
     ap.add_argument("--replay-ratio", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--full-augment", action="store_true", help="the training recipe's augmentation, not the finetune default")

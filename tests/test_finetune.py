@@ -30,14 +30,15 @@ def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model
     faces = sorted(HELEN_TEST.glob("*.jpg"))
     src = link_faces(tmp_path / "corrections", faces[:150])
     aside = link_faces(tmp_path / "aside", faces[150:])
-    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=[DATA / "300w" / "afw"], eval_data=[aside],
-                   epochs=6, progress=False)
+    train_sets = [DATA / "300w" / d for d in ("afw", "helen/trainset", "lfpw/trainset")]
+    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=train_sets, eval_data=[aside], progress=False)
     b, a = lin["before"], lin["after"]
     assert lin["corrections_used"] + lin["corrections_held_out"] == 150 and lin["corrections_held_out"] == 30
-    # the faces used get better (measured: 3.99 % -> 3.73 %); the issue asks for "much better", not reached yet
-    assert a["train_corrections"] < b["train_corrections"] - 0.002, (b, a)
-    assert a["holdout"] <= b["holdout"] + 0.001  # unseen corrections: better or within 0.1 point
-    assert a["reference"] <= b["reference"] + 0.001  # the other 180: no forgetting
+    # measured with the defaults (15 epochs, lr 1.5e-4): used 3.95 -> 3.10 %, held out 3.74 -> 3.55 %,
+    # the other 180 3.78 -> 3.82 %
+    assert a["train_corrections"] < 0.85 * b["train_corrections"], (b, a)  # the faces used: much better
+    assert a["holdout"] < b["holdout"], (b, a)  # unseen corrections: better
+    assert a["reference"] <= b["reference"] + 0.001, (b, a)  # the other 180: within 0.1 point
     assert lin["usable"] and (tmp_path / "ft" / "model.pt").is_file()
     card = (tmp_path / "ft" / "README.md").read_text()
     assert lin["base_model"] in card and "non-commercial" in card
