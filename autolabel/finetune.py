@@ -14,22 +14,27 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.augment import AugmentConfig
 from autolabel.data import Canvases, Sample, build_canvases, detect_boxes, find_samples
 from autolabel.images import load_image
 from autolabel.scheme import N_POINTS
 from autolabel.types import AutolabelError, Box, UsageError
 
+if TYPE_CHECKING:
+    from autolabel.augment import AugmentConfig
+
 #: a held-out set smaller than this says little; fewer corrections than 2x this are refused.
 MIN_HOLDOUT = 10
 #: "not worse" allows this much NME noise (0.1 percentage point).
 TOLERANCE = 0.001
-#: augmentation when finetuning. Corrected faces come with the box the detector gave them, so
-#: the jitter only has to cover detector noise, not the full range `autolabel train` uses.
-FINETUNE_AUGMENT = AugmentConfig(rotation_deg=10.0, scale=0.05, shift=0.04, flip=0.5, brightness=0.15, contrast=0.2)
+#: augmentation when finetuning (`AugmentConfig` fields; a dict so that importing this module,
+#: e.g. for `autolabel models`, does not import torch). Corrected faces come with the box the
+#: detector gave them, so the jitter only has to cover detector noise, not the full range
+#: `autolabel train` uses.
+FINETUNE_AUGMENT = {"rotation_deg": 10.0, "scale": 0.05, "shift": 0.04, "flip": 0.5, "brightness": 0.15, "contrast": 0.2}
 
 
 @dataclass
@@ -137,13 +142,14 @@ def finetune(
     holdout: float = 0.2,
     replay_ratio: float = 1.0,
     repeat: int = 3,
-    augment: AugmentConfig = FINETUNE_AUGMENT,
+    augment: AugmentConfig | None = None,
     force: bool = False,
     command: str = "",
     progress: bool = True,
 ) -> dict:
     import torch
 
+    from autolabel.augment import AugmentConfig
     from autolabel.model import LandmarkModel, Predictor, load_model
     from autolabel.train import TrainConfig, fit, load_best
 
@@ -156,7 +162,7 @@ def finetune(
     cfg = TrainConfig()
     cfg = dataclasses.replace(cfg, input_size=base_model.input_size, context=base_cfg.get("context", cfg.context), epochs=epochs, lr=lr,
                               loss=base_cfg.get("loss", cfg.loss), batch_size=min(cfg.batch_size, 32), patience=epochs + 1,
-                              augment=augment)
+                              augment=augment or AugmentConfig(**FINETUNE_AUGMENT))
 
     data = load_corrections(source)
     tr_idx, ho_idx = split(data.keys, holdout)

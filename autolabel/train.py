@@ -159,14 +159,17 @@ def fit(
             raise ValueError(f"{last} was made with another recipe; use a new --out or --overwrite")
         net.load_state_dict(ck["raw"] if avg is not None else ck["net"])
         if avg is not None:
-            avg.load_state_dict(ck["avg"])
+            avg.module.load_state_dict(ck["net"])
+            avg.n_averaged.copy_(ck["avg"]["n_averaged"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         g.set_state(ck["rng"])
         hist, best, start_epoch, elapsed = ck["history"], ck["best"], ck["epoch"], ck["elapsed"]
 
     def save(path: Path, epoch: int):
-        weights = {"net": avg.module.state_dict(), "raw": net.state_dict(), "avg": avg.state_dict()} if avg is not None else {"net": net.state_dict()}
+        # with averaging, "net" holds the averaged weights (what is exported) and "raw" the trained ones
+        weights = {"net": net.state_dict()} if avg is None else \
+            {"net": avg.module.state_dict(), "raw": net.state_dict(), "avg": {"n_averaged": avg.n_averaged}}
         with atomic_path(path) as tmp:
             torch.save({**weights, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
                         "history": hist, "best": best, "epoch": epoch, "elapsed": elapsed, "config": cfg.to_dict(), "meta": meta or {}}, tmp)

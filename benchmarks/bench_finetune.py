@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     from autolabel.data import data_root
     from autolabel.augment import AugmentConfig
-    from autolabel.finetune import FINETUNE_AUGMENT, finetune, table
+    from autolabel.finetune import finetune, table
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--corrections", type=int, default=150)
@@ -42,7 +42,7 @@ def main() -> None:
         t = time.perf_counter()
         lin = finetune(tmp / "corr", tmp / "ft", replay=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"],
                        eval_data=[tmp / "aside"], epochs=a.epochs, lr=a.lr, replay_ratio=a.replay_ratio, repeat=a.repeat,
-                       augment=AugmentConfig() if a.full_augment else FINETUNE_AUGMENT, progress=False)
+                       augment=AugmentConfig() if a.full_augment else None, progress=False)
         dt = time.perf_counter() - t
     print(f"{a.corrections} corrections ({lin['corrections_used']} used, {lin['corrections_held_out']} held out), "
           f"{lin['replay_faces']} replayed, {a.epochs} epochs, lr {a.lr}, repeat {a.repeat}, "

@@ -65,14 +65,12 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema)
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
-def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path):
+def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path, monkeypatch):
     """With `ema`, the saved "net" is the moving average (what is validated and exported), and
     the raw weights travel beside it for resuming."""
     cfg = tiny_cfg(ema=0.5, epochs=1)
     steps = len(tiny) // cfg.batch_size
     seen = []
-    import autolabel.train as tr
-
     real_step = torch.optim.AdamW.step
 
     def spy(opt, *a, **k):
@@ -80,11 +78,8 @@ def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path):
         seen.append([p.detach().clone() for p in opt.param_groups[0]["params"]])
         return out
 
-    torch.optim.AdamW.step = spy
-    try:
-        tr.fit(cfg, tiny, None, tmp_path, progress=False)
-    finally:
-        torch.optim.AdamW.step = real_step
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    fit(cfg, tiny, None, tmp_path, progress=False)
     ck = torch.load(tmp_path / "last.pt", weights_only=False)
     assert len(seen) == steps and set(ck) >= {"net", "raw", "avg"}
     names = [n for n, _ in build_network().named_parameters()]
