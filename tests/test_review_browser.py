@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PHOTOS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,9 +30,10 @@ def free_port() -> int:
 def app(tmp_path_factory, shipped_model_path):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it")
-    from autolabel.model import Predictor, load_model
     from autolabel.pipeline import label_paths
+
     from autolabel.formats.parquet import ParquetWriter
+    from autolabel.model import Predictor, load_model
     from autolabel.review.app import serve
 
     tmp = tmp_path_factory.mktemp("review")
@@ -152,3 +152,45 @@ def test_no_file_can_be_read_through_the_server(app):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code in (400, 403, 413)
+
+
+def test_keys_and_buttons_run_the_same_actions(app, browser):
+    """Keys and toolbar buttons are two ways into one action table; the key list is drawn from it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_editor(page, app["url"])
+    pts = lambda: np.array(page.evaluate("window.__autolabel.points"))
+    p0 = pts()
+    page.keyboard.press("]")  # rotate the whole shape 2 degrees about its centroid
+    p1 = pts()
+    c = p0.mean(0)
+    ang = np.degrees(np.arctan2(*(p1 - c)[:, ::-1].T) - np.arctan2(*(p0 - c)[:, ::-1].T))
+    np.testing.assert_allclose((ang + 180) % 360 - 180, 2, atol=1e-3)
+    page.keyboard.press("Shift+ArrowRight")  # nudge by one pixel
+    np.testing.assert_allclose(pts() - p1, np.tile([1, 0], (68, 1)), atol=1e-6)
+    page.click("[data-act='undo']")
+    page.click("[data-act='undo']")
+    np.testing.assert_allclose(pts(), p0, atol=1e-9)
+    page.keyboard.press("Control+Shift+z")
+    np.testing.assert_allclose(pts(), p1, atol=1e-9)
+    # select with a band around the jaw's first points only, then scale just those
+    view = page.evaluate("window.__autolabel.view")
+    rect = page.locator(".al-svg").bounding_box()
+    sx = lambda x, y: (rect["x"] + x * view["s"], rect["y"] + y * view["s"])
+    lo, hi = p1[0:3].min(0) - 1.5, p1[0:3].max(0) + 1.5
+    page.mouse.move(*sx(*lo))
+    page.mouse.down()
+    page.mouse.move(*sx(*hi), steps=5)
+    page.mouse.up()
+    assert page.locator("circle.al-pt.sel").count() >= 3
+    page.keyboard.press("Escape")
+    assert page.locator("circle.al-pt.sel").count() == 0
+    page.keyboard.press("b")
+    assert "al-on" in page.get_attribute("[data-act='addface']", "class")
+    page.click("[data-act='addface']")
+    assert "al-on" not in page.get_attribute("[data-act='addface']", "class")
+    keys = page.inner_text(".al-keys")
+    assert "→ / N next" in keys and "Ctrl+Z undo" in keys and "B draw a box" in keys
+    assert not errors
+    page.close()

@@ -17,11 +17,16 @@ from autolabel.review.state import CorrectionStore, Queue
 from autolabel.scheme import GROUP_COLORS, GROUPS, connections
 
 
+EDITOR_SCRIPTS = ("editor-state.js", "editor-render.js", "editor-input.js", "editor.js")
+
+
 def editor_assets() -> tuple[str, str, str]:
     d = web_dir()
     cfg = {"groups": [[g, a, b] for g, (a, b, _) in GROUPS.items()], "colors": GROUP_COLORS, "edges": connections()}
     html = (d / "editor.html").read_text() + f'<div class="al-config" hidden>{json.dumps(cfg)}</div>'
-    return html, (d / "editor.css").read_text(), (d / "editor.js").read_text()
+    # js_on_load takes one script: the state, rendering and input parts, then the wiring
+    js = "\n".join((d / name).read_text() for name in EDITOR_SCRIPTS)
+    return html, (d / "editor.css").read_text(), js
 
 
 def build_app(session: ReviewSession, title: str = "autolabel review"):
