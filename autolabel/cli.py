@@ -7,12 +7,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from autolabel import catalog, evaluate, labelling
+from autolabel.detectors import DEFAULT_SETTINGS, DETECTORS
+from autolabel.formats import WRITERS
+from autolabel.formats.corrections import export_300w
+from autolabel.types import AutolabelError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-point facial landmark labelling.")
 
@@ -22,31 +30,20 @@ def _root() -> None:
     """Batch 68-point facial landmark labelling: run, review, finetune."""
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before any work if `out` (a file or folder) cannot be written."""
-    import tempfile
-
-    from autolabel.types import UsageError
-
-    folder = out if (out.is_dir() or not out.suffix) else out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise UsageError(f"cannot write to {folder}: {e.strerror or e}") from None
+def _command() -> str:
+    return " ".join(["autolabel"] + sys.argv[1:])
 
 
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet, or a folder for 300-W .pts files")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="parquet | pts (default: from --out)")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help=f"{' | '.join(WRITERS)} (default: from --out)")] = None,
     model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
-    detector: Annotated[str, typer.Option(help="hog | cnn (cnn: dlib MMOD, slow on CPU)")] = "hog",
-    upsample: Annotated[str, typer.Option(help="detector upsampling: auto, 0, 1, 2 (each step finds 2x smaller faces, 4x slower)")] = "auto",
-    max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = 1024,
-    min_face_size: Annotated[float, typer.Option(help="drop faces smaller than this (pixels)")] = 0.0,
+    detector: Annotated[str, typer.Option(help=f"{' | '.join(DETECTORS)} (cnn: dlib MMOD, slow on CPU)")] = "hog",
+    upsample: Annotated[str, typer.Option(help="detector upsampling: auto, 0, 1, 2 (each step finds 2x smaller faces, 4x slower)")] = str(DEFAULT_SETTINGS["upsample"]),
+    max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = DEFAULT_SETTINGS["max_side"],
+    min_face_size: Annotated[float, typer.Option(help="drop faces smaller than this (pixels)")] = DEFAULT_SETTINGS["min_face_size"],
     workers: Annotated[Optional[int], typer.Option(help="decode/detect processes (default: CPU cores; 0 = in-process)")] = None,
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
@@ -58,45 +55,17 @@ def run(
     Exit status: 0 all images read, 1 some images failed (error rows), 2 usage error.
     Rerunning with the same --out resumes: images already labelled are skipped.
     """
-    import json
-
-    from autolabel import __version__
-    from autolabel.formats import guess_format, make_writer
-    from autolabel.types import UsageError
-
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     if upsample != "auto" and not (upsample.isdigit() and int(upsample) <= 4):
         raise UsageError(f"--upsample must be auto or 0-4, not {upsample!r}")
     if max_side < 0 or min_face_size < 0:
         raise UsageError("--max-side and --min-face-size must be >= 0")
-    upsample = upsample if upsample == "auto" else int(upsample)
-    kind = guess_format(out, fmt)
-    if kind == "parquet" and out.is_dir():
-        raise UsageError(f"{out} is a folder; give a .parquet file name or --format pts")
-    _check_writable(out if kind == "parquet" else out / "x")
-
-    from autolabel.model import Predictor, load_model
-    from autolabel.pipeline import label_paths
-
-    lm = load_model(model)
-    predictor = Predictor(lm, flip=not no_flip, threads=None)
-    det_kw = {"upsample": upsample, "max_side": max_side, "min_face_size": min_face_size}
-    meta = {"autolabel_version": __version__, "model_version": lm.model_id, "model_path": str(model or "shipped"),
-            "detector": {"name": detector, **det_kw}, "command": " ".join(["autolabel"] + sys.argv[1:])}
-    writer = make_writer(kind, out, metadata=meta, overwrite=overwrite) if kind == "parquet" else make_writer(kind, out, overwrite=overwrite)
-    if kind == "pts":
-        (out / "run.json").write_text(json.dumps(meta, indent=1))
-    summary = None
+    det_kw = {"upsample": upsample if upsample == "auto" else int(upsample), "max_side": max_side, "min_face_size": min_face_size}
     try:
-        summary = label_paths(paths, writer, predictor, detector, det_kw, workers, glob, resume=not overwrite, progress=not quiet)
+        summary = labelling.run(paths, out, fmt, model, detector=detector, detector_kw=det_kw, workers=workers, globs=glob,
+                                overwrite=overwrite, flip=not no_flip, progress=not quiet, command=_command())
     except KeyboardInterrupt:
         typer.echo("interrupted: finished batches are saved; rerun the same command to resume", err=True)
         raise typer.Exit(130)
-    finally:
-        if summary is not None:
-            writer.close()
     if summary.images == 0 and summary.skipped_done == 0:
         typer.echo(f"warning: no images found in {', '.join(map(str, paths))}", err=True)
     typer.echo(summary.text(), err=True)
@@ -115,15 +84,14 @@ def train(
     quiet: bool = False,
 ):
     """Train LandmarkNet on 300-W style folders (from scratch, or from --init weights)."""
-    from autolabel.train import TrainConfig
-    from autolabel.training_job import train_model
+    from autolabel.training.job import train_model  # torch
+    from autolabel.training.loop import TrainConfig
 
-    cfg = TrainConfig.from_toml(recipe, epochs=epochs)
-    res = train_model(cfg, out, export_to, data, command=" ".join(["autolabel"] + sys.argv[1:]), progress=not quiet, init=init)
-    if res.get("interrupted"):
+    res = train_model(TrainConfig.from_toml(recipe, epochs=epochs), out, export_to, data, command=_command(), progress=not quiet, init=init)
+    if res.interrupted:
         typer.echo(f"interrupted; rerun the same command to resume from {out / 'last.pt'}")
         raise typer.Exit(130)
-    typer.echo(f"done: {out}" + (f"; model {res.get('model_id')} -> {export_to}" if export_to else ""))
+    typer.echo(f"done: {out}" + (f"; model {res.model_id} -> {export_to}" if export_to else ""))
 
 
 @app.command("eval")
@@ -137,20 +105,8 @@ def eval_(
     quiet: bool = False,
 ):
     """Score a model (and dlib's 68-point predictor) on annotated faces."""
-    from autolabel.evaluate import evaluate, table, write_report
-    from autolabel.model import Predictor, load_model
-    from autolabel.types import UsageError
-
-    for d in data:
-        if not d.exists():
-            raise UsageError(f"no such folder: {d}")
-    bad = set(protocol) - {"det", "gt"}
-    if bad:
-        raise UsageError(f"unknown protocol {', '.join(bad)} (det, gt)")
-    pred = Predictor(load_model(model), flip=not no_flip)
-    rep = evaluate(data, pred, tuple(protocol), with_dlib=not no_dlib, cache=out / "boxes.json", progress=not quiet)
-    write_report(rep, out)
-    typer.echo(table(rep))
+    rep = evaluate.eval_model(data, out, model, protocols=tuple(protocol), with_dlib=not no_dlib, flip=not no_flip, progress=not quiet)
+    typer.echo(evaluate.table(rep))
     typer.echo(f"wrote {out / 'eval.json'}, {out / 'ced.png'}")
 
 
@@ -166,8 +122,7 @@ def review(
     open_browser: Annotated[bool, typer.Option("--open", help="open a browser tab")] = False,
 ):
     """Review and correct labels in the browser; every action is saved as it happens."""
-    from autolabel.review.app import serve
-    from autolabel.types import UsageError
+    from autolabel.review.app import serve  # gradio
 
     creds = None
     if auth:
@@ -185,10 +140,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the 300-W copy (image + .pts per face)")],
 ):
     """Write accepted and corrected faces as a 300-W folder (what finetune and other tools read)."""
-    from autolabel.review.state import export_300w
-
     res = export_300w(corrections, out)
-    typer.echo(f"wrote {res['faces']} faces to {out}" + (f"; {len(res['missing_images'])} images missing" if res["missing_images"] else ""))
+    typer.echo(f"wrote {res.faces} faces to {out}" + (f"; {len(res.missing_images)} images missing" if res.missing_images else ""))
 
 
 @app.command()
@@ -205,43 +158,33 @@ def finetune(
     quiet: bool = False,
 ):
     """Finetune a model on reviewed corrections; writes a new model version with its lineage."""
-    import json
-    import time
-
-    from autolabel.finetune import finetune as run_ft
-    from autolabel.finetune import table
+    from autolabel.training import finetune as ft  # torch
 
     out = out or Path("models") / time.strftime("ft-%Y%m%d-%H%M%S")
     for p in (replay or []) + (eval_data or []):
         if not p.exists():
-            from autolabel.types import UsageError
-
             raise UsageError(f"no such folder: {p}")
-    lin = run_ft(source, out, base, replay, eval_data, epochs, lr, holdout, force=force,
-                 command=" ".join(["autolabel"] + sys.argv[1:]), progress=not quiet)
-    if lin.get("interrupted"):
+    res = ft.finetune(source, out, base, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet)
+    if res.interrupted:
         typer.echo(f"interrupted; no model written. Rerun the same command to resume ({out / 'work'})", err=True)
         raise typer.Exit(130)
-    typer.echo(table(lin))
-    typer.echo(json.dumps({k: lin[k] for k in ("model_version", "model_path", "usable", "before", "after", "skipped")}))
-    if not lin["usable"]:
-        typer.echo("NOT marked usable: " + "; ".join(lin["refused_because"]) + " (use --force to override)", err=True)
+    lin = res.lineage
+    typer.echo(ft.table(lin))
+    typer.echo(json.dumps({k: getattr(lin, k) for k in ("model_version", "model_path", "usable", "before", "after", "skipped")}))
+    if not lin.usable:
+        typer.echo("NOT marked usable: " + "; ".join(lin.refused_because) + " (use --force to override)", err=True)
         raise typer.Exit(1)
 
 
 @app.command()
 def models(folders: Annotated[Optional[list[Path]], typer.Argument(help="where finetuned versions live")] = None):
     """List the model versions autolabel knows, with their metrics."""
-    from autolabel.finetune import list_models
-
-    for m in list_models(folders or [Path("models")]):
-        nme = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m["nme"].items())
-        typer.echo(f"{m['version']}  {'usable ' if m['usable'] else 'UNUSABLE'}  {m['kind']:28}  {nme}  {m['path']}")
+    for m in catalog.list_models(folders or [Path("models")]):
+        nme = ", ".join(f"{k} {100 * v:.2f}%" for k, v in m.nme.items())
+        typer.echo(f"{m.version}  {'usable ' if m.usable else 'UNUSABLE'}  {m.kind:28}  {nme}  {m.path}")
 
 
 def main() -> None:
-    from autolabel.types import AutolabelError, UsageError
-
     try:
         app()
     except AutolabelError as e:

@@ -14,43 +14,27 @@ resolution (the crop of the face's box resized to input_size x input_size).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from autolabel.data import Sample, detect_boxes, find_samples, sample_box
-from autolabel.geometry import crop_face, crop_window
+from autolabel.datasets import Sample, detect_boxes, find_samples, sample_box
+from autolabel.detectors import make_detector
+from autolabel.detectors.dlib_detectors import model_file
 from autolabel.images import load_image
-from autolabel.scheme import auc, failure_rate, nme, point_errors
+from autolabel.metrics import metrics
+from autolabel.predictor import Predictor
+from autolabel.runtimes import make_runtime
+from autolabel.training.figures import plot_ced
+from autolabel.types import Box, UsageError
 
-
-def metrics(pred: np.ndarray, gt: np.ndarray, boxes, size: int) -> dict:
-    """Figures for (N, 68, 2) image-pixel predictions against ground truth."""
-    if len(pred) == 0:
-        return {"faces": 0}
-    io, ip = nme(pred, gt, "interocular"), nme(pred, gt, "interpupil")
-    ts = [crop_window(b, size) for b in boxes]
-    pc = np.stack([t.to_crop(p) for t, p in zip(ts, pred)])
-    gc = np.stack([t.to_crop(g) for t, g in zip(ts, gt)])
-    e = point_errors(pc, gc)
-    return {
-        "faces": int(len(pred)),
-        "nme_io": float(io.mean()),
-        "nme_ip": float(ip.mean()),
-        "fr_008": failure_rate(io, 0.08),
-        "auc_008": auc(io, 0.08),
-        "nmse": float((((pc - gc) / size) ** 2).mean()),
-        "within_3px": float((e <= 3).mean()),
-        "within_5px": float((e <= 5).mean()),
-        "per_face_nme_io": io.tolist(),
-    }
+REPORT = "eval.json"
 
 
 def dlib_predict(samples: list[Sample], boxes) -> np.ndarray:
     """dlib's own 68-point shape predictor (face-recognition-models) on the given boxes."""
     import dlib
-
-    from autolabel.detectors.dlib_detectors import model_file
 
     sp = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
     out = []
@@ -62,32 +46,49 @@ def dlib_predict(samples: list[Sample], boxes) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def model_predict(predictor, samples: list[Sample], boxes, batch: int = 32) -> np.ndarray:
+def predict_samples(predictor: Predictor, samples: Sequence[Sample], boxes: Sequence[Box], batch: int = 32) -> np.ndarray:
+    """The model's points (N, 68, 2) for each sample's face in `boxes`, through the Predictor."""
     out = []
     for i in range(0, len(samples), batch):
-        cuts = [crop_face(load_image(s.image).convert("L"), b, predictor.size) for s, b in zip(samples[i : i + batch], boxes[i : i + batch])]
-        pts, _ = predictor.predict(np.stack([c for c, _ in cuts]), [t for _, t in cuts])
+        cuts = [predictor.crops(load_image(s.image).convert("L"), [b]) for s, b in zip(samples[i : i + batch], boxes[i : i + batch])]
+        pts, _ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         out.append(pts)
     return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
 
 
-def evaluate(data: list[Path], predictor, protocols=("det", "gt"), with_dlib: bool = True, cache: Path | None = None, progress: bool = True) -> dict:
-    from autolabel.detectors import DEFAULT_SETTINGS, make_detector
-
+def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), with_dlib: bool = True, cache: Path | None = None,
+             progress: bool = True) -> dict:
+    """Score `predictor` (and dlib's predictor) on the annotated faces under `data`."""
     samples = find_samples(*data)
-    det = make_detector("hog", **DEFAULT_SETTINGS)
+    det = make_detector("hog")
     samples = detect_boxes(samples, det, cache, progress)
     report: dict = {"data": [str(d) for d in data], "faces": len(samples), "input_size": predictor.size,
-                    "model_version": predictor.model.model_id, "detector": det.settings(), "protocols": {}}
+                    "model_version": predictor.model_id, "detector": det.settings(), "protocols": {}}
     for proto in protocols:
         keep = [s for s in samples if sample_box(s, proto) is not None]
         boxes = [sample_box(s, proto) for s in keep]
         gt = np.stack([s.points for s in keep]) if keep else np.zeros((0, 68, 2), np.float32)
         entry = {"faces": len(keep), "missed_by_detector": len(samples) - len(keep)}
-        entry["autolabel"] = metrics(model_predict(predictor, keep, boxes), gt, boxes, predictor.size)
+        entry["autolabel"] = metrics(predict_samples(predictor, keep, boxes), gt, boxes, predictor.size)
         if with_dlib:
             entry["dlib"] = metrics(dlib_predict(keep, boxes), gt, boxes, predictor.size)
         report["protocols"][proto] = entry
+    return report
+
+
+def eval_model(data: list[Path], out: Path, model: Path | None = None, runtime: str = "torch", protocols=("det", "gt"),
+               with_dlib: bool = True, flip: bool = True, progress: bool = True) -> dict:
+    """`autolabel eval`: score the model file `model` (default: shipped) on `data`, write the
+    report into `out` (detections cached in `out/boxes.json`) and return it."""
+    missing = [str(d) for d in data if not Path(d).exists()]
+    if missing:
+        raise UsageError(f"no such folder: {', '.join(missing)}")
+    bad = set(protocols) - {"det", "gt"}
+    if bad:
+        raise UsageError(f"unknown protocol {', '.join(sorted(bad))} (det, gt)")
+    predictor = Predictor(make_runtime(runtime, model, flip=flip))
+    report = evaluate(data, predictor, tuple(protocols), with_dlib=with_dlib, cache=out / "boxes.json", progress=progress)
+    write_report(report, out)
     return report
 
 
@@ -106,8 +107,7 @@ def table(report: dict) -> str:
 
 
 def write_report(report: dict, out: Path) -> None:
-    from autolabel.plots import plot_ced
-
+    """`eval.json` (read back by `read_nme`), `eval.txt` (the table) and `ced.png`."""
     out.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(report))
     curves = {}
@@ -115,6 +115,15 @@ def write_report(report: dict, out: Path) -> None:
         for method in ("autolabel", "dlib"):
             if e.get(method, {}).get("faces"):
                 curves[f"{method} ({proto})"] = np.asarray(e[method].pop("per_face_nme_io"))
-    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    (out / REPORT).write_text(json.dumps(report, indent=1))
     (out / "eval.txt").write_text(table(report) + "\n")
     plot_ced(curves, out / "ced.png")
+
+
+def read_nme(path: Path) -> dict[str, float]:
+    """The model's inter-ocular NME per box protocol from an `eval.json` report ({} if absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    return {proto: float(e["autolabel"]["nme_io"]) for proto, e in report.get("protocols", {}).items() if e.get("autolabel", {}).get("faces")}

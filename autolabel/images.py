@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from autolabel.types import ImageError
@@ -25,6 +26,17 @@ MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def image_beside(path: Path) -> Path | None:
+    """The image file with the same name as `path` but an image extension (e.g. the photo a
+    300-W `.pts` file annotates), or None. Extensions are tried in a fixed order, lower case first."""
+    path = Path(path)
+    for ext in sorted(IMAGE_EXTENSIONS):
+        for e in (ext, ext.upper()):
+            if path.with_suffix(e).is_file():
+                return path.with_suffix(e)
+    return None
 
 
 def discover(paths: list[Path], globs: list[str] | None = None) -> Iterator[tuple[Path, Path]]:
@@ -111,15 +123,11 @@ def to_8bit(im: Image.Image) -> Image.Image:
     if im.mode in ("L", "RGB"):
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        import numpy as np
-
         a = np.asarray(im, dtype=np.float64)
         hi = a.max() if a.size else 0.0
         a = a * (255.0 / hi) if hi > 255 else a
         return Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
     if im.mode == "F":
-        import numpy as np
-
         a = np.asarray(im, dtype=np.float64)
         return Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
     if im.mode in ("1", "LA", "La"):

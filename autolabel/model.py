@@ -1,12 +1,11 @@
-"""LandmarkNet (torchvision ResNet18, 1-channel input, 136 outputs), its file format, and the
-Predictor that turns face boxes into 68 points with a confidence score.
+"""LandmarkNet (torchvision ResNet18, 1-channel input, 136 outputs), its file format, and
+`InferenceGraph`: crops in, points and flip disagreement out (what every runtime computes).
 
 Outputs are crop coordinates normalised as  y = (u + 0.5) / size - 0.5  (0 = crop centre).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from autolabel.geometry import CropTransform, crop_face
-from autolabel.scheme import MIRROR, N_POINTS
-from autolabel.types import Box, ModelError
+from autolabel.files import atomic_write_bytes, content_hash
+from autolabel.markup import MIRROR, N_POINTS
+from autolabel.resources import shipped_model
+from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks"
 FORMAT_VERSION = 1
@@ -61,8 +61,6 @@ class LandmarkModel:
 
     def save(self, path: Path, half: bool = True) -> str:
         """Save atomically; returns the content hash (the model version)."""
-        from autolabel.io import atomic_write_bytes
-
         sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
         buf = io.BytesIO()
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "resnet18-1ch-136",
@@ -73,14 +71,8 @@ class LandmarkModel:
         return self.model_id
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
-
-
 def load_model(path: str | Path | None = None) -> LandmarkModel:
     """Load an autolabel model file (default: the shipped weights). Raises ModelError."""
-    from autolabel.resources import shipped_model
-
     path = Path(path) if path else shipped_model()
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
@@ -102,56 +94,40 @@ def load_model(path: str | Path | None = None) -> LandmarkModel:
     return LandmarkModel(net, int(ckpt["input_size"]), dict(ckpt.get("meta", {})), content_hash(data))
 
 
-def predict_crops(net: nn.Module, crops: torch.Tensor, flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(B, S, S) uint8 crops -> points in crop pixels (B, 68, 2) and the flip disagreement
-    (B, 68, 2 -> per-face mean point distance in crop pixels).
+class InferenceGraph(nn.Module):
+    """The whole of inference as one traceable module: uint8 crops (B, S, S) -> points in crop
+    pixels (B, 68, 2) float32 and the per-point flip disagreement (B, 68) float32, crop pixels.
 
     With `flip`, the mirrored crop is predicted too, its points mirrored back (MIRROR) and the
-    two averaged: test-time flip averaging, which also gives the uncertainty score.
-    """
-    size = crops.shape[-1]
-    x = normalise_images(crops)
-    with torch.inference_mode():
-        if flip:
-            y = net(torch.cat([x, x.flip(-1)])).view(-1, N_POINTS, 2)
-            a, b = y[: len(x)], y[len(x):][:, MIRROR].clone()
-            b[..., 0] = -b[..., 0]  # u -> S-1-u is y -> -y in normalised units
-            pts = from_norm((a + b) / 2, size)
-            dis = (from_norm(a, size) - from_norm(b, size)).norm(dim=-1).mean(dim=-1)
-        else:
-            pts = from_norm(net(x).view(-1, N_POINTS, 2), size)
-            dis = torch.full((len(x),), float("nan"))
-    return pts.numpy().astype(np.float32), dis.numpy().astype(np.float32)
-
-
-class Predictor:
-    """Face boxes in an image -> 68 points in image pixels, batched.
-
-    `confidence` is the flip disagreement: the mean distance between the prediction on the crop
-    and the mirrored prediction on the mirrored crop, divided by the predicted outer-eye-corner
-    distance (so it reads like an NME; ~0.01 = confident, > 0.05 = doubtful). Lower is better.
+    two averaged (test-time flip averaging); the distance between the two predictions of each
+    point is its disagreement, the raw material of the confidence score. Without `flip` the
+    disagreement is NaN (unknown). Pure tensor ops with no branching on data, so the module
+    exports to ONNX as it is.
     """
 
-    def __init__(self, model: LandmarkModel, flip: bool = True, threads: int | None = None):
-        self.model = model
+    def __init__(self, net: nn.Module, flip: bool = True):
+        super().__init__()
+        self.net = net
         self.flip = flip
-        if threads:
-            torch.set_num_threads(threads)
+        self.register_buffer("mirror", torch.as_tensor(MIRROR, dtype=torch.long), persistent=False)
+        # u -> S-1-u is y -> -y in normalised units
+        self.register_buffer("mirror_x", torch.tensor([-1.0, 1.0]), persistent=False)
 
-    @property
-    def size(self) -> int:
-        return self.model.input_size
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = crops.shape[-1]
+        x = normalise_images(crops)
+        if not self.flip:
+            pts = from_norm(self.net(x).reshape(-1, N_POINTS, 2), size)
+            return pts, torch.full_like(pts[..., 0], float("nan"))
+        a, b = self.net(torch.cat([x, x.flip(-1)])).reshape(-1, N_POINTS, 2).chunk(2)
+        b = b[:, self.mirror] * self.mirror_x
+        pts = from_norm((a + b) / 2, size)
+        return pts, (from_norm(a, size) - from_norm(b, size)).norm(dim=-1)
 
-    def crop(self, gray, box: Box) -> tuple[np.ndarray, CropTransform]:
-        return crop_face(gray, box, self.size)
 
-    def predict(self, crops: np.ndarray, transforms: list[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
-        """Crops (N, S, S) uint8 + their transforms -> image points (N, 68, 2), confidence (N,)."""
-        if len(crops) == 0:
-            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0,), np.float32)
-        pts, dis = predict_crops(self.model.net, torch.from_numpy(np.ascontiguousarray(crops)), self.flip)
-        out = np.stack([t.to_image(p) for p, t in zip(pts, transforms)])
-        from autolabel.scheme import interocular
-
-        conf = dis / np.maximum(interocular(pts), 1e-6)
-        return out, conf.astype(np.float32)
+def predict_crops(net: nn.Module, crops: torch.Tensor, flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`InferenceGraph` on (B, S, S) uint8 crops without autograd: points in crop pixels
+    (B, 68, 2) and per-point flip disagreement (B, 68), as numpy float32."""
+    with torch.inference_mode():
+        pts, dis = InferenceGraph(net, flip)(crops)
+    return pts.numpy().astype(np.float32), dis.numpy().astype(np.float32)

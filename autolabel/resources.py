@@ -1,15 +1,20 @@
-"""Where the shipped model (`model/`) and the editor's browser code (`web/`) are.
+"""The one place that knows the checkout and package layout: where the shipped model
+(`model/`), the editor's browser code (`web/`) and the shared data (`../shared/data`) are.
 
-In a checkout they sit beside the package; `pip install .` copies them into the package as
-`autolabel/shipped` and `autolabel/web` (see pyproject.toml's package-dir).
+In a checkout, `model/` and `web/` sit beside the package; `pip install .` copies them into the
+package as `autolabel/shipped` and `autolabel/web` (see pyproject.toml's package-dir).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
+
+#: environment variable that points at the shared data folder (default ../shared/data).
+DATA_ENV = "AUTOLABEL_DATA"
 
 
 def _find(package: str, repo_folder: str) -> Path:
@@ -31,3 +36,16 @@ def web_dir() -> Path:
 
 def shipped_model() -> Path:
     return model_dir() / "landmarks.pt"
+
+
+def shipped_eval_report() -> Path:
+    """The shipped model's `autolabel eval` report (`model/reports/eval.json`)."""
+    return model_dir() / "reports" / "eval.json"
+
+
+def data_root() -> Path:
+    """Where the shared data lives: $AUTOLABEL_DATA or ../shared/data beside the checkout."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return _REPO.parent / "shared" / "data"

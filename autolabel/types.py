@@ -6,7 +6,7 @@ image; pixel (0, 0)'s centre is at (0.0, 0.0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,7 @@ class Box:
 @dataclass(frozen=True)
 class Face:
     """One labelled face. `points` is (68, 2) float32; `confidence` is the uncertainty score
-    described in `autolabel.model.Predictor` (NME-like, lower is more certain)."""
+    described in `autolabel.predictor.Predictor` (NME-like, lower is more certain)."""
 
     box: Box
     points: np.ndarray
@@ -96,3 +96,94 @@ class ImageResult:
         if self.error is not None:
             return "error"
         return "ok" if self.faces else "no_face"
+
+
+# ------------------------------------------------------------ results passed between modules
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run (`training.loop.fit`, `training.job.train_model`) produced.
+
+    `history` has one entry per finished epoch (epoch, train_loss, val_nme, lr, seconds).
+    `interrupted`: stopped by SIGINT/SIGTERM after saving `last.pt`; rerun to resume.
+    """
+
+    history: dict
+    interrupted: bool = False
+    meta: dict = field(default_factory=dict)
+    model_id: str | None = None  # the exported model's version, when one was exported
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a finetuned model may be used: refused when it got worse, unless forced."""
+
+    usable: bool
+    forced: bool
+    refused_because: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a finetuned model version comes from and how it scored: written as
+    `finetune.json` beside it, into its model file's meta and into its card."""
+
+    base_model: str
+    base_path: str
+    source: str
+    source_kind: str
+    corrections_used: int
+    corrections_held_out: int
+    replay_faces: int
+    repeat: int
+    skipped: dict
+    epochs: int
+    lr: float
+    before: dict  # NME per face set ("holdout", "train_corrections", "reference") before finetuning
+    after: dict
+    usable: bool
+    forced: bool
+    refused_because: tuple[str, ...]
+    command: str
+    seconds: float
+    created: str
+    recipe: dict
+    model_version: str = ""
+    model_path: str = ""
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["refused_because"] = list(self.refused_because)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Lineage:
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names}, "refused_because": tuple(d.get("refused_because", ()))})
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """`finetune()`'s outcome: the lineage of the new version, or `interrupted` (no model written)."""
+
+    out: Path
+    interrupted: bool = False
+    lineage: Lineage | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model version `autolabel models` lists."""
+
+    version: str
+    path: str
+    kind: str  # "shipped" or "finetune of <base>"
+    usable: bool
+    nme: dict[str, float]  # figure name -> inter-ocular NME (fraction)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What exporting reviewed faces as a 300-W folder wrote."""
+
+    faces: int
+    missing_images: tuple[str, ...] = ()

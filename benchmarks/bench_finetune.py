@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from autolabel.data import data_root
-    from autolabel.augment import AugmentConfig
-    from autolabel.finetune import finetune, table
+    from autolabel.resources import data_root
+    from autolabel.training.augment import AugmentConfig
+    from autolabel.training.finetune import finetune, table
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--corrections", type=int, default=150)
@@ -42,13 +42,13 @@ def main() -> None:
         t = time.perf_counter()
         lin = finetune(tmp / "corr", tmp / "ft", replay=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"],
                        eval_data=[tmp / "aside"], epochs=a.epochs, lr=a.lr, replay_ratio=a.replay_ratio, repeat=a.repeat,
-                       augment=AugmentConfig() if a.full_augment else None, progress=False)
+                       augment=AugmentConfig() if a.full_augment else None, progress=False).lineage
         dt = time.perf_counter() - t
-    print(f"{a.corrections} corrections ({lin['corrections_used']} used, {lin['corrections_held_out']} held out), "
-          f"{lin['replay_faces']} replayed, {a.epochs} epochs, lr {a.lr}, repeat {a.repeat}, "
+    print(f"{a.corrections} corrections ({lin.corrections_used} used, {lin.corrections_held_out} held out), "
+          f"{lin.replay_faces} replayed, {a.epochs} epochs, lr {a.lr}, repeat {a.repeat}, "
           f"{'full' if a.full_augment else 'finetune'} augmentation: {dt:.0f} s")
     print(table(lin))
-    print(json.dumps({k: lin[k] for k in ("before", "after", "usable")}))
+    print(json.dumps({k: getattr(lin, k) for k in ("before", "after", "usable")}))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from autolabel.data import data_root
+    from autolabel.resources import data_root
     from autolabel.formats.parquet import SCHEMA
     from autolabel.review.session import ReviewSession
-    from autolabel.review.state import CorrectionStore, Queue
+    from autolabel.formats.corrections import CorrectionStore
+    from autolabel.review.queue import Queue
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=int, default=100_000)

@@ -24,7 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from autolabel.data import data_root  # noqa: E402
+from autolabel.resources import data_root  # noqa: E402
 from autolabel.images import discover, load_image  # noqa: E402
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from autolabel.data import data_root  # noqa: E402
+from autolabel.resources import data_root  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
 from autolabel.images import discover, load_image  # noqa: E402
 

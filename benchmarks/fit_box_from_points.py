@@ -1,6 +1,7 @@
 import numpy as np
 from pathlib import Path
-from autolabel.data import find_samples, detect_boxes, data_root
+from autolabel.datasets import find_samples, detect_boxes
+from autolabel.resources import data_root
 from autolabel.detectors import make_detector
 from autolabel.geometry import points_box
 root = data_root()/"300w"

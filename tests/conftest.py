@@ -1,24 +1,22 @@
-"""Shared fixtures: real 300-W faces and photos from ../shared/data (or $AUTOLABEL_DATA), and a
-small model so pipeline tests do not depend on training."""
+"""Shared fixtures: the shipped weights and a small untrained model, so pipeline tests do not
+depend on training. Tests marked `needs_data` read real faces and photos from ../shared/data
+(or $AUTOLABEL_DATA) and are skipped, alone, when it is missing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from autolabel.data import data_root
-
-DATA = data_root()
-HELEN_TEST = DATA / "300w" / "helen" / "testset"
-PHOTOS = DATA / "photos"
+from helpers import DATA
 
 
 def pytest_collection_modifyitems(config, items):
-    if not DATA.is_dir():
-        skip = pytest.mark.skip(reason=f"shared data not found at {DATA} (set AUTOLABEL_DATA)")
-        for it in items:
+    if DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"shared data not found at {DATA} (set AUTOLABEL_DATA)")
+    for it in items:
+        if it.get_closest_marker("needs_data"):
             it.add_marker(skip)
 
 
@@ -43,21 +41,3 @@ def shipped_model_path() -> Path:
     if not p.is_file():
         pytest.fail(f"shipped weights missing at {p}")
     return p
-
-
-def face_image(path: Path, size: tuple[int, int] | None = None):
-    """A real face photo (a 300-W crop) as a PIL image, optionally resized."""
-    from PIL import Image
-
-    im = Image.open(path)
-    im.load()
-    return im.resize(size) if size else im
-
-
-@pytest.fixture(scope="session")
-def helen_faces() -> list[Path]:
-    return sorted(HELEN_TEST.glob("*.jpg"))
-
-
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from autolabel.augment import AugmentConfig, augment
-from autolabel.scheme import MIRROR
+from autolabel.markup import MIRROR
+from autolabel.training.augment import AugmentConfig, augment
 
 
 def _dot_canvas(points: np.ndarray, size: int = 192) -> torch.Tensor:

@@ -9,7 +9,9 @@ from autolabel.formats.pts import read_pts
 from autolabel.geometry import points_box
 from autolabel.types import Box, UsageError
 
-from conftest import HELEN_TEST, PHOTOS
+from helpers import HELEN_TEST, PHOTOS
+
+pytestmark = pytest.mark.needs_data
 
 
 def gray(path, scale=1.0):

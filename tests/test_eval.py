@@ -4,10 +4,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from conftest import HELEN_TEST
-from test_run import cli
+from helpers import HELEN_TEST, cli
+
+pytestmark = pytest.mark.needs_data
 
 
 def test_eval_writes_json_table_and_ced(tmp_path, shipped_model_path):
@@ -35,7 +37,7 @@ def test_eval_writes_json_table_and_ced(tmp_path, shipped_model_path):
 def test_labeler_api(shipped_model_path):
     from autolabel import Labeler
     from autolabel.formats.pts import read_pts
-    from autolabel.scheme import nme
+    from autolabel.metrics import nme
 
     f = sorted(HELEN_TEST.glob("*.jpg"))[3]
     faces = Labeler(model=shipped_model_path).label(Image.open(f))

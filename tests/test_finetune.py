@@ -3,27 +3,20 @@
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from autolabel.finetune import MIN_HOLDOUT, finetune, list_models, load_corrections, split
+from autolabel.catalog import list_models
+from autolabel.formats.corrections import CorrectionStore
 from autolabel.formats.pts import format_pts, read_pts
-from autolabel.review.state import CorrectionStore
+from autolabel.training.finetune import MIN_HOLDOUT, decide, finetune, load_corrections, split
 from autolabel.types import ModelError, UsageError
 
-from conftest import DATA, HELEN_TEST
+from helpers import DATA, HELEN_TEST, link_faces
 
 
-def link_faces(dest: Path, faces: list[Path]) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for img in faces:
-        os.symlink(img, dest / img.name)
-        os.symlink(img.with_suffix(".pts"), dest / img.with_suffix(".pts").name)
-    return dest
-
-
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model_path):
     """150 helen/testset faces act as corrections (their ground truth); the other 180 stay aside."""
@@ -31,22 +24,31 @@ def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model
     src = link_faces(tmp_path / "corrections", faces[:150])
     aside = link_faces(tmp_path / "aside", faces[150:])
     train_sets = [DATA / "300w" / d for d in ("afw", "helen/trainset", "lfpw/trainset")]
-    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=train_sets, eval_data=[aside], progress=False)
-    b, a = lin["before"], lin["after"]
-    assert lin["corrections_used"] + lin["corrections_held_out"] == 150 and lin["corrections_held_out"] == 30
+    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=train_sets, eval_data=[aside], progress=False).lineage
+    b, a = lin.before, lin.after
+    assert lin.corrections_used + lin.corrections_held_out == 150 and lin.corrections_held_out == 30
     # measured with the defaults (15 epochs, lr 1.5e-4): used 3.95 -> 3.10 %, held out 3.74 -> 3.55 %,
     # the other 180 3.78 -> 3.82 %
     assert a["train_corrections"] < 0.85 * b["train_corrections"], (b, a)  # the faces used: much better
     assert a["holdout"] < b["holdout"], (b, a)  # unseen corrections: better
     assert a["reference"] <= b["reference"] + 0.001, (b, a)  # the other 180: within 0.1 point
-    assert lin["usable"] and (tmp_path / "ft" / "model.pt").is_file()
+    assert lin.usable and (tmp_path / "ft" / "model.pt").is_file()
     card = (tmp_path / "ft" / "README.md").read_text()
-    assert lin["base_model"] in card and "non-commercial" in card
+    assert lin.base_model in card and "non-commercial" in card
     from autolabel.model import load_model
 
     m = load_model(tmp_path / "ft" / "model.pt")
-    assert m.model_id == lin["model_version"] and m.meta["finetune"]["base_model"] == lin["base_model"]
-    assert any(x["version"] == lin["model_version"] for x in list_models([tmp_path]))
+    assert m.model_id == lin.model_version and m.meta["finetune"]["base_model"] == lin.base_model
+    assert any(x.version == lin.model_version for x in list_models([tmp_path]))
+
+
+def test_decision_refuses_a_worse_model_unless_forced():
+    before = {"holdout": 0.040, "train_corrections": 0.040, "reference": 0.038}
+    assert decide(before, {"holdout": 0.039, "train_corrections": 0.03, "reference": 0.0385}, force=False).usable
+    worse = decide(before, {"holdout": 0.039, "train_corrections": 0.03, "reference": 0.045}, force=False)
+    assert not worse.usable and not worse.forced and worse.refused_because == ("reference set NME rose 3.80% -> 4.50%",)
+    forced = decide(before, {"holdout": 0.05, "train_corrections": 0.03, "reference": 0.038}, force=True)
+    assert forced.usable and forced.forced and "held-out corrections" in forced.refused_because[0]
 
 
 def test_split_is_deterministic_and_has_a_minimum():
@@ -58,6 +60,7 @@ def test_split_is_deterministic_and_has_a_minimum():
         split(keys[:19], 0.2)
 
 
+@pytest.mark.needs_data
 def test_bad_corrections_are_skipped_and_counted(tmp_path):
     faces = sorted(HELEN_TEST.glob("*.jpg"))[:6]
     d = link_faces(tmp_path / "c", faces[:2])
@@ -75,6 +78,7 @@ def test_bad_corrections_are_skipped_and_counted(tmp_path):
     assert loaded.skipped == {"unreadable .pts": 1, "not 68 points": 1, "points far outside the image": 1, "image missing": 1}
 
 
+@pytest.mark.needs_data
 def test_review_store_source_excludes_rejected(tmp_path):
     faces = sorted(HELEN_TEST.glob("*.jpg"))[:3]
     store = CorrectionStore(tmp_path / "corr")
@@ -88,6 +92,7 @@ def test_review_store_source_excludes_rejected(tmp_path):
     assert loaded.skipped == {"image missing": 1}
 
 
+@pytest.mark.needs_data
 def test_empty_missing_and_bad_base(tmp_path, random_model_path):
     with pytest.raises(UsageError, match="no such corrections folder"):
         load_corrections(tmp_path / "nope")
@@ -102,6 +107,7 @@ def test_empty_missing_and_bad_base(tmp_path, random_model_path):
         finetune(src, tmp_path / "o2", base=tmp_path / "junk.pt", progress=False)
 
 
+@pytest.mark.needs_data
 def test_refuses_a_worse_model_unless_forced(tmp_path, shipped_model_path):
     """Corrections that are wrong (points shifted by 15 % of the face) make the model worse on
     the reference set: the new version is written as unusable, with the reason."""
@@ -113,7 +119,7 @@ def test_refuses_a_worse_model_unless_forced(tmp_path, shipped_model_path):
         p = read_pts(f.with_suffix(".pts"))
         (d / f.with_suffix(".pts").name).write_text(format_pts(p + 0.15 * (p.max(0) - p.min(0))))
     ref = link_faces(tmp_path / "ref", sorted(HELEN_TEST.glob("*.jpg"))[200:230])
-    lin = finetune(d, tmp_path / "ft", base=shipped_model_path, eval_data=[ref], epochs=4, lr=1e-3, progress=False)
-    assert not lin["usable"] and lin["refused_because"]
+    lin = finetune(d, tmp_path / "ft", base=shipped_model_path, eval_data=[ref], epochs=4, lr=1e-3, progress=False).lineage
+    assert not lin.usable and lin.refused_because
     assert (tmp_path / "ft" / "model.unusable.pt").is_file() and not (tmp_path / "ft" / "model.pt").exists()
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["usable"] is False

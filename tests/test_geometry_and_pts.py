@@ -1,12 +1,16 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from autolabel.formats import make_writer
 from autolabel.formats.pts import format_pts, read_pts, write_pts
+from autolabel.formats.pts_folder import read_index
 from autolabel.geometry import box_from_points, crop_face, crop_window
-from autolabel.types import Box, FormatError
+from autolabel.types import Box, Face, FormatError, ImageResult
 
-from conftest import HELEN_TEST
+from helpers import HELEN_TEST
 
 
 def test_crop_round_trip():
@@ -38,6 +42,7 @@ def test_pts_round_trip_is_one_based(tmp_path):
     np.testing.assert_allclose(read_pts(tmp_path / "a.pts"), p, atol=1e-3)
 
 
+@pytest.mark.needs_data
 def test_real_pts_and_bad_pts(tmp_path):
     p = read_pts(next(HELEN_TEST.glob("*.pts")))
     assert p.shape == (68, 2) and p.min() > -1
@@ -49,9 +54,27 @@ def test_real_pts_and_bad_pts(tmp_path):
         read_pts(tmp_path / "nan.pts")
 
 
+@pytest.mark.needs_data
 def test_box_from_points_contains_the_face_core():
     p = read_pts(next(HELEN_TEST.glob("*.pts")))
     b = box_from_points(p)
     # the eyes and the nose tip sit inside the detector-like box
     for i in (36, 45, 30):
         assert b.x0 < p[i, 0] < b.x1 and b.y0 < p[i, 1] < b.y1
+
+
+def test_pts_folder_writer_keeps_metadata_and_drops_a_cut_index_line(tmp_path):
+    """Like every Writer, the .pts folder stores the run's metadata (run.json); a line cut short
+    by a crash is dropped on reopening, so its image counts as not done and is redone."""
+    meta = {"model_version": "abc", "command": "autolabel run x"}
+    w = make_writer("pts", tmp_path, metadata=meta)
+    face = Face(Box(0, 0, 10, 10), np.zeros((68, 2), np.float32), 0.01)
+    w.write_result(ImageResult(tmp_path / "a.jpg", 10, 10, (face,)), "a.jpg", (1, 2))
+    w.close()
+    assert json.loads((tmp_path / "run.json").read_text()) == meta
+    with open(tmp_path / "index.csv", "a") as f:
+        f.write("b.jpg,/x/b.jpg,1,2,10,10,o")  # a crash mid-append
+    w = make_writer("pts", tmp_path, metadata=meta)
+    assert set(w.done_keys()) == {str((tmp_path / "a.jpg").absolute())}
+    w.close()
+    assert [r["image"] for r in read_index(tmp_path)] == ["a.jpg"]

@@ -1,10 +1,6 @@
 """Discovery and decoding: every odd input is handled or refused with a clear reason."""
 
-import io
 import os
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +9,7 @@ from PIL import Image
 from autolabel.images import count_non_images, discover, load_image
 from autolabel.types import ImageError
 
-from conftest import HELEN_TEST
-
-
-def make_bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> None:
-    """A tiny PNG whose header claims w x h pixels."""
-    buf = io.BytesIO()
-    Image.new("L", (1, 1)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", w, h)
-    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
-    path.write_bytes(bytes(data))
+from helpers import HELEN_TEST, make_bomb_png
 
 
 def test_discovery_is_recursive_sorted_case_insensitive_and_loop_safe(tmp_path):
@@ -40,6 +24,7 @@ def test_discovery_is_recursive_sorted_case_insensitive_and_loop_safe(tmp_path):
     assert only == ["a.png", "y.webp"]
 
 
+@pytest.mark.needs_data
 def test_exif_orientation_is_applied(tmp_path):
     src = Image.open(next(HELEN_TEST.glob("*.jpg"))).convert("RGB")
     stored = src.transpose(Image.Transpose.ROTATE_90)  # stored sideways...
@@ -52,6 +37,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert diff < 4  # only JPEG noise
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1", "LA"])
 def test_any_mode_decodes_to_8bit(tmp_path, mode):
     src = Image.open(next(HELEN_TEST.glob("*.jpg"))).convert("RGB")
@@ -69,6 +55,7 @@ def test_any_mode_decodes_to_8bit(tmp_path, mode):
         assert np.abs(g - np.asarray(src.convert("L"), np.int16)).mean() < 6
 
 
+@pytest.mark.needs_data
 def test_bad_files_raise_image_error_with_reason(tmp_path):
     good = next(HELEN_TEST.glob("*.jpg")).read_bytes()
     cases = {
@@ -88,6 +75,7 @@ def test_bad_files_raise_image_error_with_reason(tmp_path):
         load_image(tmp_path / "gone.jpg")
 
 
+@pytest.mark.needs_data
 def test_unreadable_file_is_an_error_row_reason(tmp_path):
     f = tmp_path / "locked.jpg"
     f.write_bytes(next(HELEN_TEST.glob("*.jpg")).read_bytes())

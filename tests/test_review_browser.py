@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PHOTOS
+from helpers import PHOTOS
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "tests" / "artifacts"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.needs_data]
 
 
 def free_port() -> int:
@@ -30,11 +30,11 @@ def free_port() -> int:
 def app(tmp_path_factory, shipped_model_path):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it")
-    from autolabel.pipeline import label_paths
-
     from autolabel.formats.parquet import ParquetWriter
-    from autolabel.model import Predictor, load_model
+    from autolabel.labelling import label_paths
+    from autolabel.predictor import Predictor
     from autolabel.review.app import serve
+    from autolabel.runtimes import make_runtime
 
     tmp = tmp_path_factory.mktemp("review")
     photos = tmp / "photos"
@@ -44,7 +44,7 @@ def app(tmp_path_factory, shipped_model_path):
             shutil.copy(f, photos / f.name)
     labels = tmp / "labels.parquet"
     w = ParquetWriter(labels, {"model_version": "test"})
-    label_paths([photos], w, Predictor(load_model(shipped_model_path)), workers=0, progress=False)
+    label_paths([photos], w, Predictor(make_runtime("torch", shipped_model_path)), workers=0, progress=False)
     w.close()
     port = free_port()
     demo, session = serve(labels, tmp / "corr", port=port, model=shipped_model_path, block=False)

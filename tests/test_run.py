@@ -21,18 +21,9 @@ from autolabel.formats.parquet import REQUIRED, file_metadata, points_array, rea
 from autolabel.formats.pts import read_pts
 from autolabel.formats.pts_folder import read_index
 
-from conftest import HELEN_TEST, PHOTOS
-from test_images import make_bomb_png
+from helpers import HELEN_TEST, PHOTOS, REPO, cli, make_bomb_png
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, check_rc=None, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "autolabel", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
-    if check_rc is not None:
-        assert p.returncode == check_rc, p.stdout + p.stderr
-    return p
+pytestmark = pytest.mark.needs_data
 
 
 @pytest.fixture(scope="module")

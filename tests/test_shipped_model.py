@@ -6,16 +6,19 @@ import shutil
 import numpy as np
 import pytest
 
-from autolabel.data import detect_boxes, find_samples, sample_box
-from autolabel.detectors import DEFAULT_SETTINGS, make_detector
-from autolabel.evaluate import model_predict
+from autolabel.datasets import detect_boxes, find_samples, sample_box
+from autolabel.detectors import make_detector
+from autolabel.evaluate import predict_samples
 from autolabel.formats.parquet import points_array, read_labels
 from autolabel.formats.pts import read_pts
-from autolabel.model import Predictor, load_model
-from autolabel.scheme import nme
+from autolabel.metrics import nme
+from autolabel.model import load_model
+from autolabel.predictor import Predictor
+from autolabel.runtimes.torch_runtime import TorchRuntime
 
-from conftest import HELEN_TEST
-from test_run import cli
+from helpers import HELEN_TEST, cli
+
+pytestmark = pytest.mark.needs_data
 
 #: mean inter-ocular NME bound on the first 60 helen/testset faces with HOG boxes. The shipped
 #: model (47e1a0f51e02) scores 3.93 % on the 58 faces HOG finds there; the bound allows 0.2 point.
@@ -25,7 +28,7 @@ NME_BOUND_60 = 0.0415
 @pytest.fixture(scope="module")
 def fixed_faces():
     samples = find_samples(HELEN_TEST)[:60]
-    return detect_boxes(samples, make_detector("hog", **DEFAULT_SETTINGS), progress=False)
+    return detect_boxes(samples, make_detector("hog"), progress=False)
 
 
 def test_shipped_weights_meet_the_bound(fixed_faces, shipped_model_path):
@@ -33,7 +36,7 @@ def test_shipped_weights_meet_the_bound(fixed_faces, shipped_model_path):
     assert model.input_size == 128 and "recipe" in model.meta
     found = [s for s in fixed_faces if s.box is not None]
     assert len(found) >= 57
-    pred = model_predict(Predictor(model), found, [sample_box(s, "det") for s in found])
+    pred = predict_samples(Predictor(TorchRuntime(model)), found, [sample_box(s, "det") for s in found])
     err = nme(pred, np.stack([s.points for s in found]))
     assert err.mean() < NME_BOUND_60, f"mean NME {100 * err.mean():.2f}%"
     assert (err > 0.08).mean() <= 0.05

@@ -13,7 +13,12 @@ from autolabel.types import Box, UsageError
 
 
 class Detector(Protocol):
+    """A face detector: `detect` returns every face as a Box; `settings` says how it was set up
+    (stored in run metadata and in detection cache keys)."""
+
     name: str
+
+    def settings(self) -> dict: ...
 
     def detect(self, image: np.ndarray) -> list[Box]:
         """Faces in a (H, W) or (H, W, 3) uint8 image, in that image's pixels."""
@@ -34,13 +39,18 @@ def _cnn(**kw):
 
 DETECTORS = {"hog": _hog, "cnn": _cnn}
 
-#: the settings `autolabel run` uses unless told otherwise; `eval` uses the same.
-DEFAULT_SETTINGS = {"upsample": "auto", "max_side": 1024}
+#: the one source of detector settings: `make_detector` fills in whatever is not overridden, so
+#: `autolabel run`, `eval`, `train`, `finetune` and `Labeler()` all detect alike by default.
+DEFAULT_SETTINGS = {"upsample": "auto", "max_side": 1024, "min_face_size": 0.0, "threshold": 0.0}
 
 
-def make_detector(name: str, **kw) -> Detector:
+def make_detector(name: str = "hog", **overrides) -> Detector:
+    """The detector `name` with DEFAULT_SETTINGS, changed by `overrides`."""
     try:
         factory = DETECTORS[name]
     except KeyError:
         raise UsageError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}") from None
-    return factory(**kw)
+    unknown = set(overrides) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise UsageError(f"unknown detector settings {sorted(unknown)}; known: {', '.join(DEFAULT_SETTINGS)}")
+    return factory(**{**DEFAULT_SETTINGS, **overrides})

@@ -47,7 +47,8 @@ AUTO_SMALL = 160
 class _DlibDetector:
     name = "dlib"
 
-    def __init__(self, upsample: int | str = 0, max_side: int = 1024, min_face_size: float = 0.0, threshold: float = 0.0):
+    # no defaults here: `detectors.make_detector` fills them in from DEFAULT_SETTINGS
+    def __init__(self, *, upsample: int | str, max_side: int, min_face_size: float, threshold: float):
         if upsample != "auto":
             upsample = int(upsample)
             if upsample < 0:

@@ -1,26 +1,60 @@
-"""Output formats: an explicit name -> writer registry. Every writer takes ImageResults as
-they stream in, is resumable (`done_keys`) and crash-safe (`flush` writes atomically)."""
+"""Output formats: the `Writer` contract, documented once, and an explicit name -> writer
+registry that feeds `autolabel run --format`.
+
+Modules: `parquet.py` (one row per face), `pts.py` (the 300-W `.pts` file itself),
+`pts_folder.py` (a 300-W folder of `.pts` files), `corrections.py` (the review corrections
+journal, reading it back, and its export as a 300-W folder).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from autolabel.types import UsageError
+from autolabel.types import ImageResult, UsageError
 
 
-def _parquet(out, **kw):
+class Writer(Protocol):
+    """What every output format honours, so `label_paths` and the CLI treat them all alike.
+
+    Made as `factory(out, metadata=None, overwrite=False)`:
+    - `metadata`: the run's description (autolabel_version, model_version, model_path,
+      detector settings, command). Every writer stores it with its output, as its format
+      allows (Parquet: the file's `autolabel` key-value metadata; a folder: `run.json`).
+    - `overwrite`: start over instead of resuming.
+
+    - `done_keys()`: abs_path -> (file size, mtime_ns) of images already labelled (ok or
+      no_face) in `out`; failed images are not done, so a rerun retries them.
+    - `write_result(result, rel, stat)`: one image's result; `rel` is its path relative to
+      the folder given (posix), `stat` its (size, mtime_ns) or None.
+    - `flush()`: make everything written so far durable (a kill loses nothing flushed).
+    - `close()`: flush and finish the output (after this `out` is complete).
+    """
+
+    def done_keys(self) -> dict[str, tuple[int, int]]: ...
+
+    def write_result(self, result: ImageResult, rel: str, stat: tuple[int, int] | None) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _parquet(out: Path, **kw) -> Writer:
     from autolabel.formats.parquet import ParquetWriter
 
     return ParquetWriter(out, **kw)
 
 
-def _pts(out, **kw):
+def _pts(out: Path, **kw) -> Writer:
     from autolabel.formats.pts_folder import PtsFolderWriter
 
     return PtsFolderWriter(out, **kw)
 
 
-WRITERS = {"parquet": _parquet, "pts": _pts}
+#: name -> factory(out, metadata=None, overwrite=False)
+WRITERS: dict[str, Callable[..., Writer]] = {"parquet": _parquet, "pts": _pts}
 
 
 def guess_format(out: Path, fmt: str | None) -> str:
@@ -31,5 +65,5 @@ def guess_format(out: Path, fmt: str | None) -> str:
     return "parquet" if out.suffix.lower() == ".parquet" else "pts"
 
 
-def make_writer(fmt: str, out: Path, **kw):
-    return WRITERS[fmt](out, **kw)
+def make_writer(fmt: str, out: Path, metadata: dict | None = None, overwrite: bool = False) -> Writer:
+    return WRITERS[fmt](out, metadata=metadata, overwrite=overwrite)

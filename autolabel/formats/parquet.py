@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autolabel.io import atomic_path
-from autolabel.scheme import N_POINTS
+from autolabel.files import atomic_path
+from autolabel.markup import N_POINTS
 from autolabel.types import FormatError, ImageResult
 
 SCHEMA_VERSION = 1
@@ -81,6 +81,8 @@ def points_array(df) -> np.ndarray:
 
 
 class ParquetWriter:
+    """A `formats.Writer` for one Parquet file (metadata: the file's `autolabel` key)."""
+
     def __init__(self, out: Path, metadata: dict | None = None, part_rows: int = 256, overwrite: bool = False):
         self.out = Path(out)
         self.parts = self.out.with_name(self.out.name + ".parts")

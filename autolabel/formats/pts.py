@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.files import atomic_write_text
 from autolabel.types import FormatError
 
 
@@ -40,6 +41,4 @@ def format_pts(points: np.ndarray) -> str:
 
 def write_pts(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write atomically: a reader never sees a half-written file."""
-    from autolabel.io import atomic_write_text
-
     atomic_write_text(Path(path), format_pts(points))

@@ -1,5 +1,6 @@
 """300-W folder output: one `.pts` per face (`name_1.pts`, `name_2.pts`, ...) mirroring the
-input tree, plus `index.csv` listing every image with its status (ok / no_face / error).
+input tree, plus `index.csv` listing every image with its status (ok / no_face / error), and
+`run.json` with the run's metadata.
 
 The index is an append-only journal (one line per image, flushed and fsynced per batch); a
 line cut short by a crash is ignored on resume. Each `.pts` is written atomically.
@@ -9,39 +10,38 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
+from autolabel.files import atomic_write_text, repair_journal
 from autolabel.formats.pts import write_pts
 from autolabel.types import ImageResult
 
 INDEX = "index.csv"
+RUN = "run.json"
 COLUMNS = ["image", "abs_path", "file_size", "file_mtime_ns", "width", "height", "status", "faces", "error", "pts_files"]
 
 
 class PtsFolderWriter:
+    """A `formats.Writer` for a 300-W folder."""
+
     def __init__(self, out: Path, metadata: dict | None = None, overwrite: bool = False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.index = self.out / INDEX
         if overwrite:
             self.index.unlink(missing_ok=True)
+        self.metadata = metadata or {}
+        if self.metadata:
+            atomic_write_text(self.out / RUN, json.dumps(self.metadata, indent=1))
         new = not self.index.is_file() or self.index.stat().st_size == 0
-        self._repair()
+        repair_journal(self.index)  # a line cut short by a crash is dropped; its image is redone
         self.f = open(self.index, "a", encoding="utf-8", newline="")
         self.w = csv.writer(self.f)
         if new:
             self.w.writerow(COLUMNS)
             self.flush()
-
-    def _repair(self) -> None:
-        """Drop a last line without its newline (a crash mid-append)."""
-        if not self.index.is_file():
-            return
-        data = self.index.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.index, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
 
     def done_keys(self) -> dict[str, tuple[int, int]]:
         keys: dict[str, tuple[int, int]] = {}

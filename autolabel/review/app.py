@@ -11,11 +11,12 @@ import atexit
 import json
 from pathlib import Path
 
+from autolabel.formats.corrections import CorrectionStore
+from autolabel.labelling import Labeler
+from autolabel.markup import GROUP_COLORS, GROUPS, connections
 from autolabel.resources import web_dir
+from autolabel.review.queue import Queue
 from autolabel.review.session import ReviewSession
-from autolabel.review.state import CorrectionStore, Queue
-from autolabel.scheme import GROUP_COLORS, GROUPS, connections
-
 
 EDITOR_SCRIPTS = ("editor-state.js", "editor-render.js", "editor-input.js", "editor.js")
 
@@ -72,9 +73,7 @@ def serve(labels: Path, corrections: Path, root: Path | None = None, host: str =
     store = CorrectionStore(corrections, labels, root)
     atexit.register(store.close)
 
-    def labeler():
-        from autolabel.pipeline import Labeler
-
+    def labeler():  # loads torch and the model only when a face is added
         return Labeler(model)
 
     session = ReviewSession(queue, store, labeler)

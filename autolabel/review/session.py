@@ -11,8 +11,11 @@ import mimetypes
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from autolabel.review.state import STATUSES, ConflictError, CorrectionStore, Queue, face_key
+from autolabel.formats.corrections import STATUSES, ConflictError, CorrectionStore, face_key
+from autolabel.images import load_image
+from autolabel.review.queue import Queue
 from autolabel.types import AutolabelError, Box
 
 BROWSER_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif"}
@@ -25,10 +28,6 @@ def image_data_url(path: Path) -> tuple[str, int, int]:
     byte for byte; others (TIFF, BMP, 16-bit, EXIF-rotated) are re-encoded upright. No file path
     ever reaches the browser, so nothing but labelled images can be read through the UI.
     """
-    from PIL import Image
-
-    from autolabel.images import load_image
-
     mime = mimetypes.guess_type(path.name)[0] or ""
     with Image.open(path) as im:
         w, h = im.size
@@ -178,8 +177,6 @@ class ReviewSession:
 
     def add_face(self, row: int, box: list[float]) -> dict:
         """Predict points for a box the person drew on queue row `row`'s image."""
-        from autolabel.images import load_image
-
         x0, y0, x1, y1 = map(float, box)
         x0, x1 = sorted((x0, x1))
         y0, y1 = sorted((y0, y1))

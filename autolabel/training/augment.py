@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from autolabel.scheme import MIRROR
+from autolabel.markup import MIRROR
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.data import build_canvases, find_samples
-from autolabel.model import LandmarkModel, build_network, load_model
-from autolabel.train import TrainConfig, fit
+from autolabel.datasets import build_canvases, find_samples
+from autolabel.markup import MIRROR
+from autolabel.model import LandmarkModel, build_network, load_model, predict_crops, to_norm
+from autolabel.training import loop
+from autolabel.training.loop import TrainConfig, fit
 from autolabel.types import ModelError
 
-from conftest import HELEN_TEST
+from helpers import HELEN_TEST
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +27,25 @@ def tiny_cfg(**kw):
     return dataclasses.replace(TrainConfig(), **{"input_size": 64, "epochs": 6, "batch_size": 8, "lr": 1e-3, "patience": 100, **kw})
 
 
+@pytest.mark.needs_data
 def test_tiny_training_run_lowers_the_loss(tiny, tmp_path):
     cfg = tiny_cfg()
     val = build_canvases(find_samples(HELEN_TEST)[:8], 64, 1.0, "gt", progress=False)
-    hist = fit(cfg, tiny, val, tmp_path, progress=False)
+    hist = fit(cfg, tiny, val, tmp_path, progress=False).history
     assert len(hist["train_loss"]) == 6
     assert hist["train_loss"][-1] < 0.6 * hist["train_loss"][0]
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
     assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema):
     cfg = tiny_cfg(ema=ema)
-    full = fit(cfg, tiny, None, tmp_path / "full", progress=False)
+    full = fit(cfg, tiny, None, tmp_path / "full", progress=False).history
     # simulate a stop after 3 epochs by training a 6-epoch recipe in two calls
-    import autolabel.train as tr
-
     calls = {"n": 0}
-    real = tr.augment
+    real = loop.augment
 
     def stop_after(*a, **k):
         calls["n"] += 1
@@ -54,17 +56,18 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema)
             os.kill(os.getpid(), signal.SIGINT)
         return real(*a, **k)
 
-    monkeypatch.setattr(tr, "augment", stop_after)
+    monkeypatch.setattr(loop, "augment", stop_after)
     part = fit(cfg, tiny, None, tmp_path / "split", progress=False)
-    assert part["interrupted"] and part["epoch"] == [1, 2, 3]
-    monkeypatch.setattr(tr, "augment", real)
-    rest = fit(cfg, tiny, None, tmp_path / "split", progress=False)
+    assert part.interrupted and part.history["epoch"] == [1, 2, 3]
+    monkeypatch.setattr(loop, "augment", real)
+    rest = fit(cfg, tiny, None, tmp_path / "split", progress=False).history
     np.testing.assert_allclose(rest["train_loss"], full["train_loss"], rtol=1e-4)
     a, b = (torch.load(d / "last.pt", weights_only=False)["net"] for d in (tmp_path / "full", tmp_path / "split"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.needs_data
 def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path, monkeypatch):
     """With `ema`, the saved "net" is the moving average (what is validated and exported), and
     the raw weights travel beside it for resuming."""
@@ -101,8 +104,6 @@ def test_model_file_round_trip_and_hash(tmp_path):
     assert back.model_id == mid and len(mid) == 12 and back.input_size == 128 and back.meta == {"k": "v"}
     assert (tmp_path / "m.pt").stat().st_size < 25e6  # fp16
     x = torch.randint(0, 255, (2, 128, 128), dtype=torch.uint8)
-    from autolabel.model import predict_crops
-
     a, _ = predict_crops(m.net.half().float().eval(), x)
     b, _ = predict_crops(back.net, x)
     np.testing.assert_allclose(a, b, atol=1e-3)
@@ -122,9 +123,6 @@ def test_not_a_model_is_refused(tmp_path):
 def test_flip_confidence_is_zero_for_a_symmetric_net():
     """The flip disagreement measures asymmetry: a net that predicts the mirror-symmetric mean
     shape for every input has zero disagreement."""
-    from autolabel.model import predict_crops, to_norm
-    from autolabel.scheme import MIRROR
-
     net = build_network()
     shape = np.random.default_rng(0).uniform(20, 100, (68, 2)).astype(np.float32)
     mirrored = shape[MIRROR].copy()

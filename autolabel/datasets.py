@@ -1,5 +1,5 @@
-"""300-W style datasets (image + `.pts`), the detector boxes they are cropped from, and the
-in-memory canvases that training and evaluation sample crops from.
+"""300-W style datasets (image + `.pts`), the detector boxes they are cropped from (with a
+detection cache), and the in-memory canvases that training samples crops from.
 
 Used by `train`, `eval` and `finetune` alike.
 """
@@ -13,23 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from autolabel.detectors import Detector
+from autolabel.files import atomic_write_text
 from autolabel.formats.pts import read_pts
 from autolabel.geometry import box_from_points, crop_face, points_box
-from autolabel.images import IMAGE_EXTENSIONS, load_image
-from autolabel.scheme import N_POINTS
+from autolabel.images import image_beside, load_image
+from autolabel.markup import N_POINTS
 from autolabel.types import Box, FormatError
-
-#: environment variable that points at the shared data folder (default ../shared/data).
-DATA_ENV = "AUTOLABEL_DATA"
-
-
-def data_root() -> Path:
-    """Where the shared data lives: $AUTOLABEL_DATA or ../shared/data beside the checkout."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -53,7 +45,7 @@ def find_samples(*roots: str | os.PathLike) -> list[Sample]:
             raise FileNotFoundError(f"{root}: no such file or folder")
         pts_files = [root] if root.suffix == ".pts" else sorted(root.rglob("*.pts"))
         for pts in pts_files:
-            image = next((pts.with_suffix(e) for e in _exts() if pts.with_suffix(e).is_file()), None)
+            image = image_beside(pts)
             if image is None:
                 continue
             points = read_pts(pts)
@@ -61,10 +53,6 @@ def find_samples(*roots: str | os.PathLike) -> list[Sample]:
                 raise FormatError(f"{pts}: {len(points)} points, expected {N_POINTS}")
             out.append(Sample(image, points))
     return out
-
-
-def _exts() -> list[str]:
-    return [e for ext in sorted(IMAGE_EXTENSIONS) for e in (ext, ext.upper())]
 
 
 def match_box(boxes: list[Box], points: np.ndarray, min_iou: float = 0.3) -> Box | None:
@@ -76,14 +64,12 @@ def match_box(boxes: list[Box], points: np.ndarray, min_iou: float = 0.3) -> Box
     return best
 
 
-def detect_boxes(samples: list[Sample], detector, cache: Path | None = None, progress: bool = True) -> list[Sample]:
+def detect_boxes(samples: list[Sample], detector: Detector, cache: Path | None = None, progress: bool = True) -> list[Sample]:
     """Attach the best-matching detector box to each sample (None where the detector missed).
 
     Detection is cached in `cache` (JSON keyed by path, size and mtime) because it costs
     ~40 ms per image and the same faces are cropped every run.
     """
-    from tqdm import tqdm
-
     cached = json.loads(cache.read_text()) if cache and cache.is_file() else {}
     key_of = lambda s: f"{s.image}|{s.image.stat().st_size}|{s.image.stat().st_mtime_ns}|{json.dumps(detector.settings(), sort_keys=True)}"  # noqa: E731
     out = []
@@ -95,8 +81,6 @@ def detect_boxes(samples: list[Sample], detector, cache: Path | None = None, pro
         boxes = [Box(*v) for v in cached[key]]
         out.append(Sample(s.image, s.points, match_box(boxes, s.points)))
     if cache:
-        from autolabel.io import atomic_write_text
-
         atomic_write_text(cache, json.dumps(cached))
     return out
 
@@ -125,8 +109,6 @@ class Canvases:
 def build_canvases(samples: list[Sample], size: int, context: float, protocol: str = "det", progress: bool = True) -> Canvases:
     """Cut a canvas around each sample's box (falling back to the box from points where the
     detector missed, so no training face is wasted)."""
-    from tqdm import tqdm
-
     imgs, pts = [], []
     for s in tqdm(samples, desc="cropping", disable=not progress, unit="face"):
         box = sample_box(s, protocol) or box_from_points(s.points)

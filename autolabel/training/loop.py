@@ -1,8 +1,7 @@
 """ONE training loop, used by `autolabel train` (from scratch) and `autolabel finetune`
-(from other weights, with different data): nanoGPT-style, one readable loop.
-
-The checkpoint describes itself: network, optimiser, scheduler, epoch, history, best
-validation NME and the config, so an interrupted run resumes exactly where it stopped.
+(from other weights, with different data): nanoGPT-style, one readable loop. Checkpointing
+(`checkpoints.CheckpointSaver`) and weight averaging (`ema.WeightAverage`) are small objects
+beside it, so the loop is only the loop.
 """
 
 from __future__ import annotations
@@ -19,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from autolabel.augment import AugmentConfig, augment, center_crop
-from autolabel.data import Canvases
-from autolabel.model import LandmarkModel, build_network, normalise_images, predict_crops, to_norm
-from autolabel.scheme import nme
+from autolabel.datasets import Canvases
+from autolabel.metrics import nme
+from autolabel.model import build_network, normalise_images, predict_crops, to_norm
+from autolabel.training.augment import AugmentConfig, augment, center_crop
+from autolabel.training.checkpoints import CheckpointSaver, TrainState
+from autolabel.training.ema import WeightAverage
+from autolabel.types import TrainResult
 
 
 @dataclass(frozen=True)
@@ -125,77 +128,51 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     meta: dict | None = None,
-) -> dict:
+) -> TrainResult:
     """Train; writes `out/last.pt` every epoch and `out/best.pt` on a new best validation NME.
 
-    `init`: start from these weights (finetuning) instead of a random network. Returns the
-    history dict. Stops early after `cfg.patience` epochs without improvement, or when
-    interrupted (SIGINT/SIGTERM), after saving.
+    `init`: start from these weights (finetuning) instead of a random network. Stops early after
+    `cfg.patience` epochs without improvement, or when interrupted (SIGINT/SIGTERM), after saving.
     """
-    from tqdm import tqdm
-
-    from autolabel.io import atomic_path
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     net = build_network()
     if init is not None:
         net.load_state_dict(init.state_dict())
-    # the averaged copy (batch-norm statistics included) is what is validated and saved as "net"
-    avg = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15 if init is None else 0.05)
+    st = TrainState(net, opt, sched, torch.Generator().manual_seed(cfg.seed), WeightAverage(net, cfg.ema) if cfg.ema else None,
+                    {"epoch": [], "train_loss": [], "val_nme": [], "lr": [], "seconds": []})
+    saver = CheckpointSaver(out, cfg.to_dict(), TrainConfig().to_dict(), meta)
+    if resume:
+        saver.resume(st)
     crit = loss_fn(cfg.loss)
-    g = torch.Generator().manual_seed(cfg.seed)
-    hist = {"epoch": [], "train_loss": [], "val_nme": [], "lr": [], "seconds": []}
-    best, start_epoch, elapsed = math.inf, 0, 0.0
-
-    last = out / "last.pt"
-    if resume and last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        if {**TrainConfig().to_dict(), **ck["config"]} != cfg.to_dict():  # keys added later take their defaults
-            raise ValueError(f"{last} was made with another recipe; use a new --out or --overwrite")
-        net.load_state_dict(ck["raw"] if avg is not None else ck["net"])
-        if avg is not None:
-            avg.module.load_state_dict(ck["net"])
-            avg.n_averaged.copy_(ck["avg"]["n_averaged"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        g.set_state(ck["rng"])
-        hist, best, start_epoch, elapsed = ck["history"], ck["best"], ck["epoch"], ck["elapsed"]
-
-    def save(path: Path, epoch: int):
-        # with averaging, "net" holds the averaged weights (what is exported) and "raw" the trained ones
-        weights = {"net": net.state_dict()} if avg is None else \
-            {"net": avg.module.state_dict(), "raw": net.state_dict(), "avg": {"n_averaged": avg.n_averaged}}
-        with atomic_path(path) as tmp:
-            torch.save({**weights, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
-                        "history": hist, "best": best, "epoch": epoch, "elapsed": elapsed, "config": cfg.to_dict(), "meta": meta or {}}, tmp)
+    hist = st.history
 
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
     stale = 0 if not hist["val_nme"] else len(hist["val_nme"]) - 1 - int(np.argmin(hist["val_nme"]))
     # one bar for the whole run, so its ETA is the run's
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=st.epoch * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
     with _Interrupt() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(st.epoch, cfg.epochs):
             t0 = time.time()
             net.train()
-            perm = torch.randperm(len(train), generator=g)
+            perm = torch.randperm(len(train), generator=st.rng)
             losses = []
             bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
             for step in range(steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                imgs, pts = augment(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, g)
+                imgs, pts = augment(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, st.rng)
                 pred = net(normalise_images(imgs)).view(len(idx), -1, 2)
                 loss = crit(pred, to_norm(pts, cfg.input_size))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                if avg is not None:
-                    avg.update_parameters(net)
+                if st.average is not None:
+                    st.average.update(net)
                 losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
@@ -203,45 +180,25 @@ def fit(
                     break
             if stop.flag:  # an unfinished epoch is not saved: resume redoes it from the last save
                 break
-            val_nme = float(evaluate_canvases(avg.module if avg is not None else net, val).mean()) if val is not None and len(val) else float("nan")
-            elapsed += time.time() - t0
-            for k, v in zip(hist, [epoch + 1, float(np.mean(losses)), val_nme, sched.get_last_lr()[0], elapsed]):
+            val_nme = float(evaluate_canvases(st.export_net, val).mean()) if val is not None and len(val) else float("nan")
+            st.elapsed += time.time() - t0
+            for k, v in zip(hist, [epoch + 1, float(np.mean(losses)), val_nme, sched.get_last_lr()[0], st.elapsed]):
                 hist[k].append(v)
-            improved = val_nme < best or (math.isnan(best) or best == math.inf) and not math.isnan(val_nme)
+            improved = val_nme < st.best or (math.isnan(st.best) or st.best == math.inf) and not math.isnan(val_nme)
             if improved:
-                best, stale = val_nme, 0
+                st.best, stale = val_nme, 0
             else:
                 stale += 1
-            save(last, epoch + 1)
-            if improved:
-                save(out / "best.pt", epoch + 1)
+            st.epoch = epoch + 1
+            saver.save(st, best=improved)
             msg = f"epoch {epoch + 1}/{cfg.epochs} loss {hist['train_loss'][-1]:.5f}"
             if not math.isnan(val_nme):
-                msg += f" val NME {100 * val_nme:.2f}% best {100 * best:.2f}%"
-            msg += f" ({elapsed / 60:.1f} min)"
+                msg += f" val NME {100 * val_nme:.2f}% best {100 * st.best:.2f}%"
+            msg += f" ({st.elapsed / 60:.1f} min)"
             tqdm.write(msg) if progress else print(msg, flush=True)
             if stale >= cfg.patience:
                 tqdm.write(f"early stop: no better validation NME for {cfg.patience} epochs")
                 break
     bar.close()
     (out / "history.json").write_text(json.dumps(hist, indent=1))
-    hist["interrupted"] = stop.flag
-    return hist
-
-
-def load_best(out: Path) -> tuple[nn.Module, dict]:
-    """The best (or, without validation, the last) weights of a run in `out`."""
-    path = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    net = build_network()
-    net.load_state_dict(ck["net"])
-    net.eval()
-    return net, ck
-
-
-def export(out: Path, dest: Path, input_size: int, meta: dict) -> LandmarkModel:
-    """Write the best weights of run `out` as a shippable fp16 model file at `dest`."""
-    net, ck = load_best(out)
-    model = LandmarkModel(net, input_size, {**meta, "epoch": ck["epoch"], "best_val_nme": ck["best"]})
-    model.save(dest)
-    return model
+    return TrainResult(hist, interrupted=stop.flag)

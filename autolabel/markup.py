@@ -1,8 +1,8 @@
-"""Everything about the iBUG / 300-W 68-point markup: groups, mirror permutation, metrics.
+"""Everything about the iBUG / 300-W 68-point markup: groups, colours, mirror permutation, eyes.
 
 Indices are 0-based. "Right" means the subject's right, which is the image's left.
-Facts about the 68 points live only here; augmentation, metrics, writers and the review UI
-import them.
+Facts about the 68 points live only here; augmentation, metrics (`metrics.py`), writers and the
+review UI import them.
 """
 
 from __future__ import annotations
@@ -85,50 +85,3 @@ def flip_points(points: np.ndarray, width: float) -> np.ndarray:
     out = points[..., MIRROR, :].copy()
     out[..., 0] = width - 1 - out[..., 0]
     return out
-
-
-# ---------------------------------------------------------------------------------- metrics
-
-
-def interocular(gt: np.ndarray) -> np.ndarray:
-    """Outer-eye-corner distance |p36 - p45| for (..., 68, 2) ground truth."""
-    a, b = OUTER_EYE_CORNERS
-    return np.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
-
-
-def interpupil(gt: np.ndarray) -> np.ndarray:
-    """Distance between the centres of the two eyes (points 36-41 and 42-47)."""
-    r = gt[..., list(RIGHT_EYE), :].mean(axis=-2)
-    lft = gt[..., list(LEFT_EYE), :].mean(axis=-2)
-    return np.linalg.norm(r - lft, axis=-1)
-
-
-def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-point Euclidean error, shape (..., 68)."""
-    return np.linalg.norm(pred - gt, axis=-1)
-
-
-def nme(pred: np.ndarray, gt: np.ndarray, norm: str = "interocular") -> np.ndarray:
-    """Per-face normalised mean error (a fraction, not %): mean point error / normaliser."""
-    d = {"interocular": interocular, "interpupil": interpupil}[norm](gt)
-    return point_errors(pred, gt).mean(axis=-1) / d
-
-
-def failure_rate(errors: np.ndarray, threshold: float = 0.08) -> float:
-    """Share of faces whose NME exceeds `threshold`."""
-    errors = np.asarray(errors, dtype=np.float64)
-    return float((errors > threshold).mean()) if errors.size else float("nan")
-
-
-def ced(errors: np.ndarray, threshold: float = 0.08, steps: int = 1001) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative error distribution: x in [0, threshold], y = share of faces with NME <= x."""
-    errors = np.sort(np.asarray(errors, dtype=np.float64))
-    x = np.linspace(0.0, threshold, steps)
-    y = np.searchsorted(errors, x, side="right") / max(len(errors), 1)
-    return x, y
-
-
-def auc(errors: np.ndarray, threshold: float = 0.08, steps: int = 1001) -> float:
-    """Area under the CED curve up to `threshold`, divided by `threshold` (1.0 = perfect)."""
-    x, y = ced(errors, threshold, steps)
-    return float(np.trapezoid(y, x) / threshold)

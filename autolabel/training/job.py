@@ -7,8 +7,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from autolabel.data import build_canvases, data_root, detect_boxes, find_samples, fingerprint
-from autolabel.train import TrainConfig, export, fit
+from autolabel.datasets import Canvases, Sample, build_canvases, detect_boxes, find_samples, fingerprint
+from autolabel.detectors import make_detector
+from autolabel.model import load_model
+from autolabel.resources import data_root
+from autolabel.training.checkpoints import export, load_best
+from autolabel.training.figures import plot_history, plot_overlay
+from autolabel.training.loop import TrainConfig, fit
+from autolabel.types import TrainResult
 
 
 def git_commit() -> str:
@@ -18,10 +24,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True):
-    """Samples with HOG boxes (cached in out/boxes.json) and their canvases."""
-    from autolabel.detectors import make_detector
-
+def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True) -> tuple[list[Sample], list[Sample], Canvases, Canvases | None]:
+    """Samples with detector boxes (cached in out/boxes.json) and their canvases."""
     det = make_detector("hog")
     train_s = detect_boxes(find_samples(*[root / p for p in cfg.train]), det, out / "boxes.json", progress)
     val_s = detect_boxes(find_samples(*[root / p for p in cfg.val]), det, out / "boxes.json", progress) if cfg.val else []
@@ -31,13 +35,11 @@ def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True):
 
 
 def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | None = None, command: str = "", progress: bool = True,
-                init: Path | None = None) -> dict:
+                init: Path | None = None) -> TrainResult:
+    """Train per `cfg` on the data under `root` (default: the shared data) into run folder `out`;
+    export the best weights to `dest` (if given) and write the run's figures and report."""
     root = root or data_root()
-    init_model = None
-    if init is not None:
-        from autolabel.model import load_model
-
-        init_model = load_model(init)
+    init_model = load_model(init) if init is not None else None
     t0 = time.time()
     train_s, val_s, train_c, val_c = prepare(cfg, root, out, progress)
     meta = {
@@ -51,21 +53,17 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
     }
     if init_model is not None:
         meta["init"] = {"path": str(init), "model_version": init_model.model_id, "meta": init_model.meta}
-    hist = fit(cfg, train_c, val_c, out, init=init_model.net if init_model else None, resume=True, progress=progress, meta=meta)
+    res = fit(cfg, train_c, val_c, out, init=init_model.net if init_model else None, resume=True, progress=progress, meta=meta)
+    hist = res.history
     meta["train_seconds"] = hist["seconds"][-1] if hist["seconds"] else 0.0
     meta["wall_seconds_this_call"] = time.time() - t0
-    if hist.get("interrupted"):
-        return {"interrupted": True, "history": hist}
-    from autolabel.plots import plot_history, plot_overlay
-    from autolabel.train import load_best
-
+    if res.interrupted:
+        return res
     plot_history(hist, out / "loss_curve.png")
     net, _ = load_best(out)
     if val_c is not None:
         plot_overlay(net, val_c, out / "val_overlay.png")
-    result = {"history": hist, "meta": meta}
-    if dest is not None:
-        model = export(out, dest, cfg.input_size, meta)
-        result["model_id"] = model.model_id
-    (out / "train_result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
-    return result
+    model_id = export(out, dest, cfg.input_size, meta).model_id if dest is not None else None
+    report = {"meta": meta, **({"model_id": model_id} if model_id else {})}
+    (out / "train_result.json").write_text(json.dumps(report, indent=1))
+    return TrainResult(hist, meta=meta, model_id=model_id)

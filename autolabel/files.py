@@ -1,8 +1,10 @@
-"""Small file-system helpers: atomic writes (temp file in the same folder, fsync, rename)."""
+"""File-system helpers: atomic writes (temp file in the same folder, fsync, rename) and the
+repair of append-only journals cut short by a crash."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -52,3 +54,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def content_hash(data: bytes) -> str:
+    """The short content hash that names a model version."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def repair_journal(path: Path) -> bytes:
+    """Cut a last line without its newline (a crash mid-append) off an append-only journal,
+    so that the next append starts a line of its own. Returns the bytes cut (b"" if none)."""
+    path = Path(path)
+    if not path.is_file():
+        return b""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return b""
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return data[keep:]

@@ -1,24 +1,35 @@
-"""Label folders of photos: discover -> decode + detect + crop (worker processes) -> batched
-landmark inference (this process) -> streaming writer. Resumable, crash-safe, flat in memory.
+"""Labelling: `run` (`autolabel run`) and `label_paths` label folders of photos (discover ->
+decode + detect + crop in worker processes -> batched inference in this process -> streaming
+writer; resumable, crash-safe, flat in memory); `Labeler` labels one image in memory (the
+library API).
 
-Workers never import torch: they decode with Pillow, detect with dlib and cut the model's
-input crops, so only small (S, S) uint8 crops travel between processes.
+Both cut crops and predict through `predictor` (the one crop-and-predict path). Workers never
+import torch: they decode with Pillow, detect with dlib and cut the model's input crops, so only
+small (S, S) uint8 crops travel between processes.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-from autolabel.geometry import CropTransform, crop_face
-from autolabel.images import discover, load_image
-from autolabel.types import Box, Face, ImageError, ImageResult
+from autolabel import __version__
+from autolabel.detectors import Detector, make_detector
+from autolabel.formats import Writer, guess_format, make_writer
+from autolabel.geometry import CropTransform
+from autolabel.images import count_non_images, discover, load_image, to_8bit
+from autolabel.predictor import Predictor, crop_faces
+from autolabel.runtimes import make_runtime
+from autolabel.types import Box, Face, ImageError, ImageResult, UsageError
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,6 @@ _W: dict = {}
 
 
 def _init_worker(detector_name: str, detector_kw: dict, size: int) -> None:
-    from autolabel.detectors import make_detector
-
     _W["det"] = make_detector(detector_name, **detector_kw)
     _W["size"] = size
 
@@ -57,13 +66,8 @@ def detect_and_crop(path: Path, detector=None, size: int | None = None) -> Detec
         return DetectJob(path, error=f"unexpected {type(e).__name__}: {e}")
     gray = img.convert("L")
     boxes = detector.detect(np.asarray(gray))
-    crops, ts = [], []
-    for b in boxes:
-        c, t = crop_face(gray, b, size)
-        crops.append(c)
-        ts.append(t)
-    arr = np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
-    return DetectJob(path, img.width, img.height, tuple(boxes), arr, tuple(ts))
+    crops, ts = crop_faces(gray, boxes, size)
+    return DetectJob(path, img.width, img.height, tuple(boxes), crops, tuple(ts))
 
 
 def _work(path: Path) -> DetectJob:
@@ -98,6 +102,17 @@ class Summary:
         return "\n".join(lines)
 
 
+def default_workers() -> int:
+    """Worker processes `label_paths` uses unless told: one per CPU core."""
+    return os.cpu_count() or 1
+
+
+def inference_threads(workers: int) -> int | None:
+    """Inference threads beside `workers` detecting processes: the cores they leave free (at
+    least one), so the two do not oversubscribe the CPU; None (the runtime's default) in-process."""
+    return max(1, (os.cpu_count() or 1) - workers) if workers > 0 else None
+
+
 def _pool_map(paths: Iterable[Path], workers: int, init_args: tuple) -> Iterator[DetectJob]:
     if workers <= 0:
         _init_worker(*init_args)
@@ -111,8 +126,8 @@ def _pool_map(paths: Iterable[Path], workers: int, init_args: tuple) -> Iterator
 
 def label_paths(
     inputs: list[Path],
-    writer,
-    predictor,
+    writer: Writer,
+    predictor: Predictor,
     detector_name: str = "hog",
     detector_kw: dict | None = None,
     workers: int | None = None,
@@ -121,23 +136,18 @@ def label_paths(
     resume: bool = True,
     progress: bool = True,
 ) -> Summary:
-    """Label every image under `inputs`, writing results to `writer` as they come."""
-    from tqdm import tqdm
+    """Label every image under `inputs`, writing results to `writer` as they come.
 
-    from autolabel.images import count_non_images
-
+    `detector_kw` overrides the detector's DEFAULT_SETTINGS; `workers` (default: one per core,
+    0 = in this process) decode, detect and crop. Make the predictor's runtime with
+    `threads=inference_threads(workers)` to keep inference off the workers' cores.
+    """
     t0 = time.time()
     s = Summary(non_images=count_non_images(inputs))
     done = writer.done_keys() if resume else {}
-    model_id = predictor.model.model_id
-    cores = os.cpu_count() or 1
+    model_id = predictor.model_id
     if workers is None:
-        workers = cores
-    if workers > 0:
-        # workers keep the cores busy detecting; one inference thread here avoids oversubscription
-        import torch
-
-        torch.set_num_threads(max(1, cores - workers))
+        workers = default_workers()
 
     roots: dict[Path, Path] = {}
     stats: dict[Path, tuple[int, int] | None] = {}
@@ -201,31 +211,78 @@ def label_paths(
     return s
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before any work if `out` (a file or folder) cannot be written."""
+    folder = out if (out.is_dir() or not out.suffix) else out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
+def run(
+    paths: list[Path],
+    out: Path,
+    fmt: str | None = None,
+    model: Path | None = None,
+    runtime: str = "torch",
+    detector: str = "hog",
+    detector_kw: dict | None = None,
+    workers: int | None = None,
+    globs: list[str] | None = None,
+    overwrite: bool = False,
+    flip: bool = True,
+    progress: bool = True,
+    command: str = "",
+) -> Summary:
+    """`autolabel run`: label `paths` into `out` (a Parquet file, or a folder for `fmt` "pts"),
+    resuming unless `overwrite`. Raises UsageError before any work for a bad path or output.
+
+    On KeyboardInterrupt the output is left unmerged (finished batches are saved) so that
+    rerunning the same call resumes.
+    """
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    kind = guess_format(out, fmt)
+    if kind == "parquet" and out.is_dir():
+        raise UsageError(f"{out} is a folder; give a .parquet file name or --format pts")
+    _check_writable(out if kind == "parquet" else out / "x")
+    workers = default_workers() if workers is None else workers
+    predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=inference_threads(workers)))
+    detector_kw = detector_kw or {}
+    meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
+            "detector": {"name": detector, **detector_kw}, "command": command}
+    writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
+    summary = label_paths(paths, writer, predictor, detector, detector_kw, workers, globs, resume=not overwrite, progress=progress)
+    writer.close()
+    return summary
+
+
 class Labeler:
     """The library API: `Labeler().label(image)` -> list[Face] for one PIL image.
 
         from autolabel import Labeler
         faces = Labeler().label(PIL.Image.open("photo.jpg"))
+
+    `model`: a model file, a loaded `LandmarkModel`, or None for the shipped weights; `detector`:
+    any Detector (default: dlib HOG with DEFAULT_SETTINGS, as `autolabel run` uses).
     """
 
-    def __init__(self, model=None, detector=None, flip: bool = True):
-        from autolabel.detectors import make_detector
-        from autolabel.model import LandmarkModel, Predictor, load_model
+    def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "torch"):
+        if isinstance(model, (str, Path)) or model is None:
+            rt = make_runtime(runtime, model, flip=flip)
+        else:  # a LandmarkModel already in memory
+            from autolabel.runtimes.torch_runtime import TorchRuntime
 
-        if not isinstance(model, LandmarkModel):
-            model = load_model(model)
-        self.predictor = Predictor(model, flip=flip)
+            rt = TorchRuntime(model, flip=flip)
+        self.predictor = Predictor(rt)
         self.detector = detector or make_detector("hog")
 
-    def label(self, image, boxes: list[Box] | None = None) -> list[Face]:
+    def label(self, image: Image.Image, boxes: list[Box] | None = None) -> list[Face]:
         """Faces in a PIL image (already upright). `boxes`: skip detection, use these."""
-        from autolabel.images import to_8bit
-
         gray = to_8bit(image).convert("L")
         boxes = self.detector.detect(np.asarray(gray)) if boxes is None else list(boxes)
-        cuts = [crop_face(gray, b, self.predictor.size) for b in boxes]
-        if not cuts:
-            return []
-        pts, conf = self.predictor.predict(np.stack([c for c, _ in cuts]), [t for _, t in cuts])
-        mid = self.predictor.model.model_id
-        return [Face(b, p, float(c), "model", mid) for b, p, c in zip(boxes, pts, conf)]
+        return self.predictor.faces(gray, boxes)

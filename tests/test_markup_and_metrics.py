@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from autolabel.scheme import GROUPS, MIRROR, N_POINTS, auc, ced, connections, failure_rate, flip_points, interocular, interpupil, nme
+from autolabel.markup import GROUPS, MIRROR, N_POINTS, connections, flip_points
+from autolabel.metrics import auc, ced, failure_rate, interocular, interpupil, nme
 
 
 def test_mirror_is_an_involution_and_swaps_eyes():

@@ -1,10 +1,16 @@
-"""Figures for the model card and reports: loss curve, prediction overlays, CED curves."""
+"""Figures for the model card and reports: loss curve, prediction overlays, CED curves.
+
+matplotlib (and torch, for the overlay) load only when a figure is drawn.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from autolabel.markup import GROUP_COLORS, connections
+from autolabel.metrics import auc, ced
 
 
 def _plt():
@@ -17,8 +23,6 @@ def _plt():
 
 
 def draw_points(ax, pts: np.ndarray, color: str | None = None, size: float = 4, lines: bool = True) -> None:
-    from autolabel.scheme import GROUP_COLORS, connections
-
     if lines:
         for i, j, g in connections():
             ax.plot(pts[[i, j], 0], pts[[i, j], 1], color=color or GROUP_COLORS[g], lw=0.8)
@@ -44,10 +48,10 @@ def plot_history(hist: dict, path: Path) -> None:
 
 def plot_overlay(net, val, path: Path, n: int = 12) -> None:
     """Predictions (red) vs ground truth (green) on the first `n` validation centre crops."""
-    import torch
+    import torch  # only here: evaluate imports this module for plot_ced without torch
 
-    from autolabel.augment import center_crop
     from autolabel.model import predict_crops
+    from autolabel.training.augment import center_crop
 
     plt = _plt()
     imgs, pts = center_crop(torch.from_numpy(val.images[:n]), torch.from_numpy(val.points[:n]), val.size)
@@ -68,8 +72,6 @@ def plot_overlay(net, val, path: Path, n: int = 12) -> None:
 
 
 def plot_ced(curves: dict[str, np.ndarray], path: Path, threshold: float = 0.08) -> None:
-    from autolabel.scheme import auc, ced
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, err in curves.items():

@@ -1,0 +1,240 @@
+"""The review corrections store (a folder), reading it back, and its export as 300-W.
+
+- `journal.jsonl`: append-only, one JSON line per action (face key, status, 68 points in
+  original-image pixels, box, timestamp, model version, revision), flushed and fsynced before
+  the action is acknowledged. A line cut short or garbled is skipped with a warning.
+- `corrections.parquet`: the current state (latest action per face), rebuilt from the journal
+  on open, every `MATERIALIZE_EVERY` actions and on close; always written atomically.
+- `store.json`: which labels file the store belongs to and its image root.
+
+Each face has a revision (number of actions on it). An action carries the revision the person
+saw; if another tab saved in between, the action is refused as a conflict, never silently
+overwriting. `autolabel review` writes the store; `finetune` and `export` read it through
+`read_corrections` without the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from autolabel.files import atomic_path, atomic_write_text, repair_journal
+from autolabel.formats.pts import write_pts
+from autolabel.images import load_image
+from autolabel.markup import N_POINTS
+from autolabel.types import AutolabelError, ExportResult, FormatError, UsageError
+
+log = logging.getLogger("autolabel.corrections")
+
+STATUSES = ("accepted", "corrected", "rejected", "skipped")
+JOURNAL = "journal.jsonl"
+STATE = "corrections.parquet"
+MATERIALIZE_EVERY = 25
+
+
+class ConflictError(AutolabelError):
+    """Another tab or person saved this face since it was loaded."""
+
+
+def face_key(image: str, face_index: int | str) -> str:
+    return f"{image}#{face_index}"
+
+
+def _validate(rec: dict) -> None:
+    if rec["status"] not in STATUSES:
+        raise ValueError(f"unknown status {rec['status']!r}")
+    pts = np.asarray(rec["points"], np.float64)
+    if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
+        raise ValueError("points are not 68 finite (x, y) pairs")
+    int(rec["rev"])
+    str(rec["image"])
+
+
+def read_journal(path: Path) -> tuple[dict[str, dict], int]:
+    """The latest valid record per face key in a journal, and how many lines were skipped
+    (garbled, invalid, or cut short by a crash). Reads only; an absent journal is empty."""
+    state: dict[str, dict] = {}
+    skipped = 0
+    if not path.is_file():
+        return state, skipped
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            _validate(rec)
+        except (ValueError, KeyError, TypeError) as e:
+            skipped += 1
+            log.warning("%s line %d skipped: %s", path, n, e)
+            continue
+        state[rec["key"]] = rec
+    return state, skipped
+
+
+class CorrectionStore:
+    """Durable, append-only record of review actions. Thread-safe."""
+
+    def __init__(self, folder: Path, labels: Path | None = None, root: Path | None = None):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".write-test"
+            probe.write_text("x")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"cannot write corrections to {self.folder}: {e.strerror or e}") from None
+        self.lock = threading.Lock()
+        journal = self.folder / JOURNAL
+        cut = repair_journal(journal)  # a crash mid-append: keep what is whole
+        if cut:
+            log.warning("%s: an unfinished last line was dropped (%d bytes)", journal, len(cut))
+        self.state, skipped = read_journal(journal)
+        self.skipped_lines = skipped + bool(cut)
+        info = self.folder / "store.json"
+        if labels is not None:
+            meta = {"labels": str(Path(labels).absolute()), "root": str(root.absolute()) if root else None}
+            if not info.is_file() or json.loads(info.read_text()) != meta:
+                atomic_write_text(info, json.dumps(meta, indent=1))
+        self._since = 0
+        self._journal = open(self.folder / JOURNAL, "a", encoding="utf-8")
+        self.materialize()
+
+    def rev(self, key: str) -> int:
+        return int(self.state.get(key, {}).get("rev", 0))
+
+    def status(self, key: str) -> str | None:
+        rec = self.state.get(key)
+        return rec["status"] if rec else None
+
+    def statuses(self) -> dict[str, str]:
+        return {k: v["status"] for k, v in self.state.items()}
+
+    def record(self, key: str, status: str, points: np.ndarray, base_rev: int, *, image: str, abs_path: str,
+               box: list[float], model_version: str, width: int, height: int, source: str = "detector") -> dict:
+        """Append one action; raises ConflictError if `base_rev` is stale."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        pts = np.asarray(points, np.float64)
+        if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
+            raise ValueError(f"expected 68 finite (x, y) points, got shape {pts.shape}")
+        with self.lock:
+            cur = self.rev(key)
+            if int(base_rev) != cur:
+                raise ConflictError(f"{key} was changed elsewhere (now revision {cur}, you loaded {base_rev}); reload to see it")
+            rec = {"key": key, "image": image, "abs_path": abs_path, "status": status,
+                   "points": np.round(pts, 3).tolist(), "box": [float(v) for v in box], "width": int(width), "height": int(height),
+                   "model_version": model_version, "source": source, "rev": cur + 1, "ts": time.time()}
+            self._journal.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self.state[key] = rec
+            self._since += 1
+            if self._since >= MATERIALIZE_EVERY:
+                self._materialize_locked()
+        return rec
+
+    def materialize(self) -> Path:
+        with self.lock:
+            return self._materialize_locked()
+
+    def _materialize_locked(self) -> Path:
+        recs = list(self.state.values())
+        table = pa.table({
+            "key": [r["key"] for r in recs],
+            "image": [r["image"] for r in recs],
+            "abs_path": [r["abs_path"] for r in recs],
+            "status": [r["status"] for r in recs],
+            "points": pa.array([np.asarray(r["points"], np.float32).reshape(-1).tolist() for r in recs], pa.list_(pa.float32(), 2 * N_POINTS)),
+            "box": pa.array([r["box"] for r in recs], pa.list_(pa.float32(), 4)),
+            "width": pa.array([r.get("width", 0) for r in recs], pa.int32()),
+            "height": pa.array([r.get("height", 0) for r in recs], pa.int32()),
+            "model_version": [r["model_version"] for r in recs],
+            "source": [r.get("source", "detector") for r in recs],
+            "rev": pa.array([r["rev"] for r in recs], pa.int32()),
+            "ts": pa.array([r["ts"] for r in recs], pa.float64()),
+        })
+        path = self.folder / STATE
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        self._since = 0
+        return path
+
+    def close(self) -> None:
+        self.materialize()
+        self._journal.close()
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A face's current state in a corrections store: what the person decided and its points."""
+
+    key: str
+    image: str  # path relative to the labelled folder (posix)
+    abs_path: str
+    status: str  # one of STATUSES
+    points: np.ndarray  # (68, 2) float64, upright image pixels
+    box: tuple[float, ...]  # the detector's box, or the box drawn for an added face
+    source: str  # "detector" or "added" (a face the detector missed)
+    model_version: str
+    rev: int
+
+    @classmethod
+    def from_record(cls, rec: dict) -> Correction:
+        return cls(rec["key"], rec["image"], rec["abs_path"], rec["status"], np.asarray(rec["points"], np.float64),
+                   tuple(float(v) for v in rec.get("box") or ()), rec.get("source", "detector"), rec.get("model_version", ""),
+                   int(rec["rev"]))
+
+
+def read_corrections(folder: Path, include_rejected: bool = False) -> list[Correction]:
+    """The current state of a corrections folder (from its journal, the source of truth):
+    accepted and corrected faces (and rejected ones if asked); skipped faces never."""
+    folder = Path(folder)
+    if not (folder / JOURNAL).is_file():
+        raise FormatError(f"{folder}: not an autolabel corrections folder (no {JOURNAL})")
+    state, _ = read_journal(folder / JOURNAL)
+    keep = {"accepted", "corrected"} | ({"rejected"} if include_rejected else set())
+    return [Correction.from_record(r) for r in state.values() if r["status"] in keep]
+
+
+def export_300w(folder: Path, out: Path) -> ExportResult:
+    """Write accepted and corrected faces as a 300-W folder: `<stem>_<n>.<ext>` + `.pts`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n, missing = 0, []
+    per_image: dict[str, int] = {}
+    for r in sorted(read_corrections(folder), key=lambda r: r.key):
+        src = Path(r.abs_path)
+        if not src.is_file():
+            missing.append(str(src))
+            continue
+        per_image[r.image] = per_image.get(r.image, 0) + 1
+        stem = Path(r.image).with_suffix("")
+        dest = out / f"{stem}_{per_image[r.image]}{src.suffix.lower()}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if _no_exif_rotation(src):
+            shutil.copyfile(src, dest)
+        else:  # points are in upright coordinates: store upright pixels
+            dest = dest.with_suffix(".png")
+            load_image(src).save(dest)
+        write_pts(dest.with_suffix(".pts"), r.points.astype(np.float32))
+        n += 1
+    return ExportResult(n, tuple(missing))
+
+
+def _no_exif_rotation(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(0x0112, 1) == 1
+    except OSError:
+        return False

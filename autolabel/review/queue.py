@@ -1,0 +1,86 @@
+"""The review queue, free of Gradio: the faces of a labels file, least certain first.
+
+What a person decided about each face is kept in the corrections store
+(`autolabel.formats.corrections`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.formats.corrections import face_key
+from autolabel.formats.parquet import read_labels
+from autolabel.markup import N_POINTS
+from autolabel.types import UsageError
+
+
+@dataclass
+class Queue:
+    """Faces of a labels file ordered least-certain first (NaN confidence last)."""
+
+    image: np.ndarray  # (N,) object: relative image path
+    abs_path: np.ndarray  # (N,) object
+    face_index: np.ndarray  # (N,) int, -1 for an image with no face (a place to add one)
+    confidence: np.ndarray  # (N,) float32
+    boxes: np.ndarray  # (N, 4) float32
+    points: np.ndarray  # (N, 68, 2) float32 (NaN for no-face rows)
+    width: np.ndarray
+    height: np.ndarray
+    model_version: np.ndarray
+    root: Path | None = None
+
+    @classmethod
+    def from_parquet(cls, path: Path, root: Path | None = None) -> Queue:
+        """Load the face rows (and no-face images) of an autolabel labels file."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such labels file")
+        df = read_labels(path)
+        df = df[df.status.isin(["ok", "no_face"])]
+        conf = df.confidence.to_numpy(np.float32, na_value=np.nan)
+        order = np.lexsort((df.face_index.fillna(-1).to_numpy(), df.image.to_numpy(), np.nan_to_num(-conf, nan=np.inf)))
+        df = df.iloc[order]
+        n = len(df)
+        pts = np.full((n, N_POINTS, 2), np.nan, np.float32)
+        has = df.points.notna().to_numpy()
+        if has.any():
+            pts[has] = np.stack(df.points[has].to_numpy()).reshape(-1, N_POINTS, 2)
+        boxes = df[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(np.float32, na_value=np.nan)
+        q = cls(df.image.to_numpy(object), df.abs_path.to_numpy(object), df.face_index.fillna(-1).to_numpy(int),
+                conf[order], boxes, pts, df.width.to_numpy(int), df.height.to_numpy(int), df.model_version.to_numpy(object), root)
+        q.check_images()
+        return q
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def key(self, i: int) -> str:
+        return face_key(self.image[i], self.face_index[i])
+
+    def image_path(self, i: int) -> Path:
+        """The image file of row i: under --root if given (refusing paths that leave it)."""
+        if self.root is None:
+            return Path(self.abs_path[i])
+        root = self.root.resolve()
+        p = (root / self.image[i]).resolve()
+        if not p.is_relative_to(root):
+            raise UsageError(f"{self.image[i]}: refused, resolves outside {root}")
+        return p
+
+    def check_images(self) -> None:
+        """Fail early with a hint when the images have moved."""
+        if not len(self):
+            return
+        sample = np.unique(np.linspace(0, len(self) - 1, min(len(self), 20)).astype(int))
+        missing = [i for i in sample if not self.image_path(i).is_file()]
+        if len(missing) == len(sample):
+            where = self.root or Path(self.abs_path[missing[0]]).parent
+            raise UsageError(f"the labelled images are not where the labels file says (e.g. {self.image_path(missing[0])}); "
+                             f"if they moved, pass --root FOLDER (the folder their relative paths start from); looked in {where}")
+
+    def folders(self) -> list[str]:
+        return sorted({os.path.dirname(p) for p in self.image})

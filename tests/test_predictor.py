@@ -1,0 +1,94 @@
+"""The one crop-and-predict path: InferenceGraph's outputs, the Predictor, and `Labeler`,
+`autolabel run` and `eval` giving the same points for the same image and box."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autolabel.datasets import detect_boxes, find_samples
+from autolabel.detectors import DEFAULT_SETTINGS, make_detector
+from autolabel.evaluate import predict_samples
+from autolabel.formats.parquet import points_array, read_labels
+from autolabel.labelling import Labeler
+from autolabel.model import InferenceGraph, build_network, load_model, predict_crops
+from autolabel.predictor import Predictor
+from autolabel.runtimes import RUNTIMES, make_runtime
+from autolabel.runtimes.torch_runtime import TorchRuntime
+from autolabel.types import Box, UsageError
+
+from helpers import HELEN_TEST, cli
+
+
+def test_inference_graph_gives_points_and_per_point_disagreement():
+    torch.manual_seed(0)
+    net = build_network().eval()
+    x = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        pts, dis = InferenceGraph(net, flip=True)(x)
+        plain, nan = InferenceGraph(net, flip=False)(x)
+    assert pts.shape == (3, 68, 2) and dis.shape == (3, 68) and pts.dtype == dis.dtype == torch.float32
+    assert (dis >= 0).all() and torch.isnan(nan).all() and nan.shape == (3, 68)
+    p, d = predict_crops(net, x)
+    np.testing.assert_array_equal(p, pts.numpy())
+    np.testing.assert_array_equal(d, dis.numpy())
+    assert not np.allclose(plain.numpy(), p)  # flip averaging changes the points
+
+
+def test_predictor_maps_crops_back_and_scores_confidence(random_model_path):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400), dtype=np.uint8))
+    boxes = [Box(50, 40, 170, 160), Box(220, 100, 330, 210)]
+    pred = Predictor(make_runtime("torch", random_model_path))
+    faces = pred.faces(img, boxes)
+    assert [f.box for f in faces] == boxes and all(f.points.shape == (68, 2) for f in faces)
+    crops, ts = pred.crops(img, boxes)
+    pts, conf = pred.predict(crops, ts)
+    np.testing.assert_array_equal(pts, np.stack([f.points for f in faces]))
+    assert (conf >= 0).all() and faces[0].model_id == pred.model_id == load_model(random_model_path).model_id
+    no_flip = Predictor(TorchRuntime(load_model(random_model_path), flip=False)).faces(img, boxes)
+    assert all(np.isnan(f.confidence) for f in no_flip)
+    assert pred.faces(img, []) == [] and pred.predict(crops[:0], [])[0].shape == (0, 68, 2)
+
+
+def test_runtime_registry_names_the_valid_choices():
+    assert "torch" in RUNTIMES
+    with pytest.raises(UsageError, match="choose one of: torch"):
+        make_runtime("nope")
+
+
+def test_one_source_of_detector_defaults():
+    det = make_detector("hog")
+    assert {k: det.settings()[k] for k in DEFAULT_SETTINGS} == DEFAULT_SETTINGS
+    with pytest.raises(UsageError, match="unknown detector settings"):
+        make_detector("hog", upsampel=1)
+
+
+@pytest.mark.needs_data
+def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path):
+    """Same image, same box: the library API, `autolabel run` (Parquet) and `eval`'s prediction
+    agree to the last bit, because they share one detector setup and one crop-and-predict path."""
+    src = sorted(HELEN_TEST.glob("*.jpg"))[3]
+    d = tmp_path / "one"
+    d.mkdir()
+    shutil.copy(src, d / src.name)
+    shutil.copy(src.with_suffix(".pts"), d / src.with_suffix(".pts").name)
+    out = tmp_path / "l.parquet"
+    cli("run", d, "--out", out, "--model", shipped_model_path, "--workers", "0", "--quiet", check_rc=0)
+    rows = read_labels(out).query("status == 'ok'")
+    run_boxes = [Box(r.box_x0, r.box_y0, r.box_x1, r.box_y1) for r in rows.itertuples()]
+    run_pts = points_array(rows)
+
+    faces = Labeler(model=shipped_model_path).label(Image.open(src))
+    assert len(faces) == len(rows) >= 1
+    for f, b, p in zip(faces, run_boxes, run_pts):
+        assert np.allclose(f.box.as_list(), b.as_list(), atol=1e-4)  # the same detector settings
+        np.testing.assert_array_equal(f.points, p)
+
+    sample = detect_boxes(find_samples(d), make_detector("hog"), progress=False)[0]
+    k = int(np.argmin([abs(b.x0 - sample.box.x0) + abs(b.y0 - sample.box.y0) for b in run_boxes]))
+    ev = predict_samples(Predictor(make_runtime("torch", shipped_model_path)), [sample], [sample.box])[0]
+    single = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
+    np.testing.assert_array_equal(ev, single)
+    np.testing.assert_array_equal(ev, run_pts[k])
