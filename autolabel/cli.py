@@ -24,6 +24,11 @@ from autolabel.types import AutolabelError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-point facial landmark labelling.")
 
+# Options that mean the same on every command that takes them (hf-CLI style shared aliases).
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
+Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
+
 
 @app.callback()
 def _root() -> None:
@@ -39,16 +44,16 @@ def run(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet, or a folder for 300-W .pts files")],
     fmt: Annotated[Optional[str], typer.Option("--format", help=f"{' | '.join(WRITERS)} (default: from --out)")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
+    model: Model = None,
     detector: Annotated[str, typer.Option(help=f"{' | '.join(DETECTORS)} (cnn: dlib MMOD, slow on CPU)")] = "hog",
     upsample: Annotated[str, typer.Option(help="detector upsampling: auto, 0, 1, 2 (each step finds 2x smaller faces, 4x slower)")] = str(DEFAULT_SETTINGS["upsample"]),
     max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = DEFAULT_SETTINGS["max_side"],
     min_face_size: Annotated[float, typer.Option(help="drop faces smaller than this (pixels)")] = DEFAULT_SETTINGS["min_face_size"],
-    workers: Annotated[Optional[int], typer.Option(help="decode/detect processes (default: CPU cores; 0 = in-process)")] = None,
+    workers: Workers = None,
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ):
     """Detect every face and predict 68 points; write Parquet or .pts files.
 
@@ -76,12 +81,12 @@ def run(
 @app.command()
 def train(
     recipe: Annotated[Path, typer.Option(help="recipe TOML (the shipped model's: model/recipe.toml)")] = Path("model/recipe.toml"),
-    out: Annotated[Path, typer.Option(help="run folder: checkpoints, plots; rerun to resume")] = Path("runs/train"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder: checkpoints, plots; rerun to resume")] = Path("runs/train"),
     data: Annotated[Optional[Path], typer.Option(help="data root the recipe's paths are relative to")] = None,
     export_to: Annotated[Optional[Path], typer.Option("--export", help="also write the best weights as a model file here")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override the recipe's epochs")] = None,
     init: Annotated[Optional[Path], typer.Option(help="start from these weights (a model file) instead of random ones")] = None,
-    quiet: bool = False,
+    quiet: Quiet = False,
 ):
     """Train LandmarkNet on 300-W style folders (from scratch, or from --init weights)."""
     from autolabel.training.job import train_model  # torch
@@ -97,12 +102,12 @@ def train(
 @app.command("eval")
 def eval_(
     data: Annotated[list[Path], typer.Option("--data", help="300-W style folder(s): images with .pts files")],
-    model: Annotated[Optional[Path], typer.Option(help="model file (default: the shipped one)")] = None,
-    out: Annotated[Path, typer.Option(help="folder for eval.json, eval.txt and ced.png")] = Path("runs/eval"),
+    model: Model = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for eval.json, eval.txt and ced.png")] = Path("runs/eval"),
     protocol: Annotated[list[str], typer.Option(help="det and/or gt")] = ["det", "gt"],
     no_dlib: Annotated[bool, typer.Option("--no-dlib", help="skip dlib's predictor baseline")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="no test-time flip averaging")] = False,
-    quiet: bool = False,
+    quiet: Quiet = False,
 ):
     """Score a model (and dlib's 68-point predictor) on annotated faces."""
     rep = evaluate.eval_model(data, out, model, protocols=tuple(protocol), with_dlib=not no_dlib, flip=not no_flip, progress=not quiet)
@@ -118,10 +123,13 @@ def review(
     host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
     port: int = 7860,
     auth: Annotated[Optional[str], typer.Option(help="user:password required to open the app")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="model for faces added by drawing a box (default: shipped)")] = None,
+    model: Model = None,
     open_browser: Annotated[bool, typer.Option("--open", help="open a browser tab")] = False,
 ):
-    """Review and correct labels in the browser; every action is saved as it happens."""
+    """Review and correct labels in the browser; every action is saved as it happens (--model predicts faces added by a box)."""
+    if not labels.is_file():
+        what = "a folder" if labels.is_dir() else "no such file"
+        raise UsageError(f"{labels}: {what}; review opens the labels.parquet written by `autolabel run PHOTOS --out labels.parquet`")
     from autolabel.review.app import serve  # gradio
 
     creds = None
@@ -131,7 +139,15 @@ def review(
         creds = tuple(auth.split(":", 1))
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
-    serve(labels, corrections, root, host, port, creds, model, open_browser)
+    # Gradio's own start-up text ends in a `share=True` hint a CLI user cannot act on: start it
+    # quietly and say where it listens.
+    demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, block=False)
+    typer.echo(f"reviewing {labels} at {demo.local_url} (Ctrl+C to stop)")
+    try:
+        while demo.is_running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        demo.close()
 
 
 @app.command()
@@ -147,24 +163,24 @@ def export(
 @app.command()
 def finetune(
     source: Annotated[Path, typer.Option("--from", help="corrections folder (autolabel review) or a 300-W folder (image + .pts)")],
-    base: Annotated[Optional[Path], typer.Option(help="model to start from (default: the shipped one)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="folder for the new model version (default: models/ft-<time>)")] = None,
+    model: Model = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for the new model version (default: models/ft-<time>)")] = None,
     replay: Annotated[Optional[list[Path]], typer.Option(help="original training faces to mix in (300-W folders)")] = None,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval", help="reference set scored before and after")] = None,
     epochs: int = 15,
     lr: float = 1.5e-4,
     holdout: Annotated[float, typer.Option(help="share of corrections held out (at least 10 faces)")] = 0.2,
     force: Annotated[bool, typer.Option(help="mark the model usable even if it got worse")] = False,
-    quiet: bool = False,
+    quiet: Quiet = False,
 ):
-    """Finetune a model on reviewed corrections; writes a new model version with its lineage."""
+    """Finetune a model (--model, default: the shipped one) on reviewed corrections; writes a new model version with its lineage."""
     from autolabel.training import finetune as ft  # torch
 
     out = out or Path("models") / time.strftime("ft-%Y%m%d-%H%M%S")
     for p in (replay or []) + (eval_data or []):
         if not p.exists():
             raise UsageError(f"no such folder: {p}")
-    res = ft.finetune(source, out, base, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet)
+    res = ft.finetune(source, out, model, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet)
     if res.interrupted:
         typer.echo(f"interrupted; no model written. Rerun the same command to resume ({out / 'work'})", err=True)
         raise typer.Exit(130)

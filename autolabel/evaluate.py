@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from autolabel.datasets import Sample, detect_boxes, find_samples, sample_box
 from autolabel.detectors import make_detector
@@ -32,27 +33,31 @@ from autolabel.types import Box, UsageError
 REPORT = "eval.json"
 
 
-def dlib_predict(samples: list[Sample], boxes) -> np.ndarray:
+def dlib_predict(samples: list[Sample], boxes, progress: bool = False, desc: str = "dlib") -> np.ndarray:
     """dlib's own 68-point shape predictor (face-recognition-models) on the given boxes."""
     import dlib
 
     sp = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
     out = []
-    for s, b in zip(samples, boxes):
+    for s, b in tqdm(list(zip(samples, boxes)), desc=desc, unit="face", disable=not progress, dynamic_ncols=True):
         img = np.asarray(load_image(s.image).convert("L"))
-        r = dlib.rectangle(int(round(b.x0)), int(round(b.y0)), int(round(b.x1)) - 1, int(round(b.y1)) - 1)
+        r = dlib.rectangle(round(b.x0), round(b.y0), round(b.x1) - 1, round(b.y1) - 1)
         sh = sp(img, r)
         out.append([[sh.part(i).x, sh.part(i).y] for i in range(68)])
     return np.asarray(out, np.float32)
 
 
-def predict_samples(predictor: Predictor, samples: Sequence[Sample], boxes: Sequence[Box], batch: int = 32) -> np.ndarray:
+def predict_samples(predictor: Predictor, samples: Sequence[Sample], boxes: Sequence[Box], batch: int = 32, progress: bool = False,
+                    desc: str = "autolabel") -> np.ndarray:
     """The model's points (N, 68, 2) for each sample's face in `boxes`, through the Predictor."""
     out = []
+    bar = tqdm(total=len(samples), desc=desc, unit="face", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(samples), batch):
         cuts = [predictor.crops(load_image(s.image).convert("L"), [b]) for s, b in zip(samples[i : i + batch], boxes[i : i + batch])]
         pts, _ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         out.append(pts)
+        bar.update(len(pts))
+    bar.close()
     return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
 
 
@@ -60,6 +65,8 @@ def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), wi
              progress: bool = True) -> dict:
     """Score `predictor` (and dlib's predictor) on the annotated faces under `data`."""
     samples = find_samples(*data)
+    if not samples:
+        raise UsageError(f"no annotated faces (an image with a 300-W .pts file beside it) in {', '.join(map(str, data))}")
     det = make_detector("hog")
     samples = detect_boxes(samples, det, cache, progress)
     report: dict = {"data": [str(d) for d in data], "faces": len(samples), "input_size": predictor.size,
@@ -69,9 +76,10 @@ def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), wi
         boxes = [sample_box(s, proto) for s in keep]
         gt = np.stack([s.points for s in keep]) if keep else np.zeros((0, 68, 2), np.float32)
         entry = {"faces": len(keep), "missed_by_detector": len(samples) - len(keep)}
-        entry["autolabel"] = metrics(predict_samples(predictor, keep, boxes), gt, boxes, predictor.size)
+        entry["autolabel"] = metrics(predict_samples(predictor, keep, boxes, progress=progress, desc=f"{proto}: autolabel"), gt, boxes,
+                                     predictor.size)
         if with_dlib:
-            entry["dlib"] = metrics(dlib_predict(keep, boxes), gt, boxes, predictor.size)
+            entry["dlib"] = metrics(dlib_predict(keep, boxes, progress, desc=f"{proto}: dlib"), gt, boxes, predictor.size)
         report["protocols"][proto] = entry
     return report
 

@@ -57,12 +57,27 @@ def _pts(out: Path, **kw) -> Writer:
 WRITERS: dict[str, Callable[..., Writer]] = {"parquet": _parquet, "pts": _pts}
 
 
+#: `--out` suffix -> the format it picks (only formats registered in WRITERS count); an `--out`
+#: without a suffix, or an existing folder, is a folder of FOLDER_FORMAT files. Label Studio
+#: also writes .json: ask for it with `--format label-studio`.
+EXTENSIONS: dict[str, str] = {".parquet": "parquet", ".json": "coco", ".csv": "csv", ".xml": "dlib"}
+FOLDER_FORMAT = "pts"
+
+
 def guess_format(out: Path, fmt: str | None) -> str:
+    """The format `fmt` (checked), else the one `out`'s suffix names; UsageError for a suffix
+    no registered format claims, naming the ones that do."""
     if fmt:
         if fmt not in WRITERS:
             raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(WRITERS)}")
         return fmt
-    return "parquet" if out.suffix.lower() == ".parquet" else "pts"
+    suffix = Path(out).suffix.lower()
+    if not suffix or Path(out).is_dir():
+        return FOLDER_FORMAT
+    if EXTENSIONS.get(suffix) in WRITERS:
+        return EXTENSIONS[suffix]
+    known = [f"{ext} ({name})" for ext, name in EXTENSIONS.items() if name in WRITERS] + [f"a folder ({FOLDER_FORMAT})"]
+    raise UsageError(f"--out {out}: unknown extension {suffix!r}; known: {', '.join(known)}, or give --format")
 
 
 def make_writer(fmt: str, out: Path, metadata: dict | None = None, overwrite: bool = False) -> Writer:

@@ -14,7 +14,7 @@ from autolabel.resources import data_root
 from autolabel.training.checkpoints import export, load_best
 from autolabel.training.figures import plot_history, plot_overlay
 from autolabel.training.loop import TrainConfig, fit
-from autolabel.types import TrainResult
+from autolabel.types import TrainResult, UsageError
 
 
 def git_commit() -> str:
@@ -39,6 +39,9 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
     """Train per `cfg` on the data under `root` (default: the shared data) into run folder `out`;
     export the best weights to `dest` (if given) and write the run's figures and report."""
     root = root or data_root()
+    missing = [str(root / f) for f in cfg.train + cfg.val if not (root / f).exists()]
+    if missing:
+        raise UsageError(f"no such data folder: {', '.join(missing)} (the recipe's folders are relative to --data, default {data_root()})")
     init_model = load_model(init) if init is not None else None
     t0 = time.time()
     train_s, val_s, train_c, val_c = prepare(cfg, root, out, progress)

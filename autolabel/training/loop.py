@@ -26,7 +26,7 @@ from autolabel.model import build_network, normalise_images, predict_crops, to_n
 from autolabel.training.augment import AugmentConfig, augment, center_crop
 from autolabel.training.checkpoints import CheckpointSaver, TrainState
 from autolabel.training.ema import WeightAverage
-from autolabel.types import TrainResult
+from autolabel.types import TrainResult, UsageError
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,63 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> TrainConfig:
-        raw = tomllib.loads(Path(path).read_text())
-        aug = AugmentConfig(**raw.pop("augment", {}))
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown recipe keys {sorted(unknown)}")
-        cfg = cls(augment=aug, **raw)
-        return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        """The recipe in the TOML file `path`, with `overrides` (None = keep), checked whole
+        before any work: UsageError naming the first unknown, mistyped or out-of-range key."""
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise UsageError(f"recipe {path}: {e.strerror or e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"recipe {path}: not valid TOML ({e})") from None
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        aug = raw.pop("augment", {})
+        if not isinstance(aug, dict):
+            raise UsageError(f"recipe {path}: augment must be a [augment] table, not {aug!r}")
+        try:
+            return cls(augment=AugmentConfig(**_checked(AugmentConfig, aug, "augment.")), **_checked(cls, raw))
+        except UsageError as e:
+            raise UsageError(f"recipe {path}: {e}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+LOSSES = ("l1", "mse", "wing", "smooth_l1")
+#: what a recipe may say, beyond its types: name -> (lowest, highest) (None: unbounded), or the choices.
+LIMITS: dict[str, tuple] = {
+    "input_size": (32, 1024), "context": (1.0, 4.0), "epochs": (1, None), "batch_size": (1, None), "lr": (1e-8, 1.0),
+    "weight_decay": (0.0, 1.0), "patience": (1, None), "ema": (0.0, 0.999999), "seed": (0, None), "threads": (1, None),
+    "loss": LOSSES, "rotation_deg": (0.0, 180.0), "scale": (0.0, 0.9), "shift": (0.0, 1.0), "flip": (0.0, 1.0),
+    "brightness": (0.0, 1.0), "contrast": (0.0, 1.0), "val_fraction": (0.0, 0.9), "sigma_weight": (0.0, None),
+}
+
+
+def _checked(cls, raw: dict, prefix: str = "") -> dict:
+    """`raw` (a TOML table) as keyword arguments of the dataclass `cls`; UsageError naming the
+    first key that is unknown, of the wrong type or out of LIMITS. Types follow the defaults."""
+    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls) if f.name != "augment"}
+    out = {}
+    for key, v in raw.items():
+        name = prefix + key
+        if key not in defaults:
+            raise UsageError(f"unknown key {name!r}; known: {', '.join(prefix + k for k in defaults)}")
+        d = defaults[key]
+        if isinstance(d, tuple):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise UsageError(f"{name} must be a list of folders, e.g. [\"300w/afw\"], not {v!r}")
+            v = tuple(v)
+        elif isinstance(v, bool) or not isinstance(v, type(d) if isinstance(d, (int, str)) else (int, float)):
+            kind = {int: "a whole number", float: "a number", str: "a string"}[type(d)]
+            raise UsageError(f"{name} must be {kind}, not {v!r}")
+        limit = LIMITS.get(key)
+        if isinstance(d, str) and limit and v not in limit:
+            raise UsageError(f"{name} must be one of {', '.join(limit)}, not {v!r}")
+        if isinstance(d, (int, float)) and limit:
+            lo, hi = limit
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise UsageError(f"{name} = {v!r} is out of range [{lo}, {'any' if hi is None else hi}]")
+        out[key] = float(v) if isinstance(d, float) else v
+    return out
 
 
 def loss_fn(name: str):
@@ -71,7 +117,7 @@ def loss_fn(name: str):
         return nn.SmoothL1Loss(beta=0.01)
     if name == "wing":
         return WingLoss()
-    raise ValueError(f"unknown loss {name!r} (l1, mse, smooth_l1, wing)")
+    raise ValueError(f"unknown loss {name!r} ({', '.join(LOSSES)})")
 
 
 class WingLoss(nn.Module):
