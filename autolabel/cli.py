@@ -122,7 +122,9 @@ def review(
     root: Annotated[Optional[Path], typer.Option(help="folder the labels' relative image paths start from (if the images moved)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
     port: int = 7860,
-    auth: Annotated[Optional[str], typer.Option(help="user:password required to open the app")] = None,
+    auth: Annotated[Optional[str], typer.Option(help="user:password required to open the app (visible in ps: prefer --auth-file)")] = None,
+    auth_file: Annotated[Optional[Path], typer.Option(help="file of user:password lines (or set $AUTOLABEL_AUTH)")] = None,
+    user: Annotated[Optional[str], typer.Option(help="reviewer name written in each journal record (default: the login name)")] = None,
     model: Model = None,
     open_browser: Annotated[bool, typer.Option("--open", help="open a browser tab")] = False,
 ):
@@ -130,18 +132,15 @@ def review(
     if not labels.is_file():
         what = "a folder" if labels.is_dir() else "no such file"
         raise UsageError(f"{labels}: {what}; review opens the labels.parquet written by `autolabel run PHOTOS --out labels.parquet`")
+    from autolabel.review.access import credentials
     from autolabel.review.app import serve  # gradio
 
-    creds = None
-    if auth:
-        if ":" not in auth:
-            raise UsageError("--auth must be user:password")
-        creds = tuple(auth.split(":", 1))
+    creds = credentials(auth, auth_file)
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
     # Gradio's own start-up text ends in a `share=True` hint a CLI user cannot act on: start it
     # quietly and say where it listens.
-    demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, block=False)
+    demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, user=user, block=False)
     typer.echo(f"reviewing {labels} at {demo.local_url} (Ctrl+C to stop)")
     try:
         while demo.is_running:

@@ -21,11 +21,11 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from autolabel.resources import data_root
-    from autolabel.formats.parquet import SCHEMA
-    from autolabel.review.session import ReviewSession
     from autolabel.formats.corrections import CorrectionStore
+    from autolabel.formats.parquet import SCHEMA
+    from autolabel.resources import data_root
     from autolabel.review.queue import Queue
+    from autolabel.review.session import ReviewSession, StateWriter
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=int, default=100_000)
@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pts = rng.uniform(0, 400, (n, 136)).astype(np.float32)
-        t = pa.table({
+        cols = {
             "image": [f"folder{i // 1000:03d}/img{i}.jpg" for i in range(n)], "abs_path": [str(imgs[i % len(imgs)]) for i in range(n)],
             "file_size": pa.array(np.ones(n, np.int64)), "file_mtime_ns": pa.array(np.ones(n, np.int64)),
             "width": pa.array(np.full(n, 500, np.int32)), "height": pa.array(np.full(n, 500, np.int32)),
@@ -46,24 +46,35 @@ def main() -> None:
             "det_score": pa.array(np.ones(n, np.float32)),
             "points": pa.FixedSizeListArray.from_arrays(pa.array(pts.reshape(-1)), 136),
             "confidence": pa.array(rng.uniform(0, 0.1, n).astype(np.float32)), "model_version": ["m"] * n,
-        }).cast(SCHEMA)
+        }
+        # columns this script does not know (the schema grows) are left empty
+        t = pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in SCHEMA}).cast(SCHEMA)
         pq.write_table(t, tmp / "big.parquet")
         size_mb = (tmp / "big.parquet").stat().st_size / 2**20
         t0 = time.perf_counter()
         q = Queue.from_parquet(tmp / "big.parquet")
-        s = ReviewSession(q, CorrectionStore(tmp / "corr", tmp / "big.parquet"))
+        store = CorrectionStore(tmp / "corr", tmp / "big.parquet")
+        s = ReviewSession(q, store, user="bench", state_writer=StateWriter(store))
         f = s.first("todo")
         open_s = time.perf_counter() - t0
-        times = {"next": [], "act+next": [], "next (folder filter)": []}
+        times = {"next": [], "act+next": [], "draft": [], "next (folder filter)": [], "strip (after showing)": []}
         for _ in range(50):
             t1 = time.perf_counter()
             f = s.step(f["row"], 1, "todo")
             times["next"].append(time.perf_counter() - t1)
+        occ = [False] * 68
         for _ in range(50):
             t1 = time.perf_counter()
-            s.act(f["key"], "accepted", f["points"], f["rev"])
+            s.draft(f["key"], f["rev"], f["points"], {"occluded": occ, "box": f["box"]})
+            times["draft"].append(time.perf_counter() - t1)
+            t1 = time.perf_counter()
+            assert s.act(f["key"], "accepted", f["points"], f["rev"], occluded=occ, box=f["box"])["ok"]
             f = s.step(f["row"], 1, "todo")
             times["act+next"].append(time.perf_counter() - t1)
+            t1 = time.perf_counter()
+            s.strip(f["row"], "todo")
+            times["strip (after showing)"].append(time.perf_counter() - t1)
+        s.state_writer.wait()
         f = s.first("todo", "folder050")
         for _ in range(50):
             t1 = time.perf_counter()

@@ -3,6 +3,8 @@ bad inputs, export to 300-W and the speed of opening a large labels file."""
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from autolabel.formats.corrections import JOURNAL, CorrectionStore, export_300w,
 from autolabel.formats.parquet import SCHEMA
 from autolabel.formats.pts import read_pts
 from autolabel.review.queue import Queue
-from autolabel.review.session import ReviewSession
+from autolabel.review.session import InputError, ReviewSession, StateWriter
 from autolabel.types import FormatError, UsageError
 
 from helpers import HELEN_TEST
@@ -174,3 +176,172 @@ def test_open_100k_faces_is_fast(tmp_path):
     assert len(q) == n and f["image_name"].startswith("f7/")
     assert s.step(f["row"], 1, "todo", "f7")["image_name"].startswith("f7/")
     print(f"open {time.perf_counter() - t0:.2f} s")
+
+
+# ------------------------------------------------------------------ hardening (issue 10, items 10-16)
+def test_browser_input_is_checked(setup):
+    """Points at 1e30, a made-up added-face key, rows out of range: refused with a message."""
+    _, _, q, store = setup
+    s = ReviewSession(q, store)
+    f = s.first()
+    ok_pts = f["points"]
+    with pytest.raises(InputError, match="far outside"):
+        s.act(f["key"], "corrected", [[1e30, 1e30]] * 68, 0)
+    with pytest.raises(InputError, match="unknown face"):
+        s.act(q.image[0] + "#+999", "accepted", ok_pts, 0)
+    with pytest.raises(InputError, match="finite"):
+        s.act(f["key"], "corrected", [[float("nan"), 1]] * 68, 0)
+    with pytest.raises(InputError, match="unknown status"):
+        s.act(f["key"], "bogus", ok_pts, 0)
+    with pytest.raises(InputError, match="occluded"):
+        s.act(f["key"], "corrected", ok_pts, 0, occluded=[True] * 3)
+    with pytest.raises(InputError, match="box"):
+        s.act(f["key"], "corrected", ok_pts, 0, box=[0, 0, 1e9, 1e9])
+    for row in (-1, len(q), "x", 1.5):
+        with pytest.raises(InputError, match="row|whole number"):
+            s.add_face(row, [10, 10, 100, 100])
+        with pytest.raises(InputError):
+            s.step(row, 1)
+    with pytest.raises(InputError, match="direction"):
+        s.step(0, 5)
+    with pytest.raises(InputError, match="unknown view"):
+        s.first("bogus")
+    assert not store.state  # nothing was recorded
+    # points a little outside the image (a face cut by the frame) are fine
+    edge = np.asarray(ok_pts) - np.asarray(ok_pts).min(0) - 20
+    assert s.act(f["key"], "corrected", edge.tolist(), 0)["ok"]
+
+
+def test_app_answers_every_failure_with_a_message(setup):
+    from autolabel.review.app import answer, browser_api
+
+    _, _, q, store = setup
+    api = browser_api(ReviewSession(q, store))
+    for name, args in [("act", None), ("act", []), ("act", ["k"]), ("step", [0, 1, "todo", "", "extra"]), ("strip", "x"),
+                       ("add_face", [0, None]), ("draft", [q.key(0), 0, [[1, 2]]]), ("first", [{"a": 1}, ""])]:
+        res = answer(name, api[name], args, None)
+        assert res["ok"] is False and res["message"], (name, args, res)
+
+
+def test_drafts_keep_unsaved_edits_until_saved(setup):
+    tmp, labels, q, store = setup
+    s = ReviewSession(q, store, user="ann")
+    f = s.first()
+    edited = (np.asarray(f["points"]) + 2).tolist()
+    assert s.draft(f["key"], f["rev"], edited, {"occluded": [i == 5 for i in range(68)]})["ok"]
+    # another session (a restart) finds the draft on the face; it is no correction
+    s2 = ReviewSession(Queue.from_parquet(labels), CorrectionStore(tmp / "corr", labels))
+    g = s2.face(f["row"])
+    np.testing.assert_allclose(g["draft"]["points"], edited, atol=1e-3)
+    assert g["draft"]["occluded"][5] and g["draft"]["user"] == "ann" and g["status"] == "todo"
+    assert read_journal_keys(tmp / "corr") == []
+    assert s2.act(f["key"], "corrected", edited, 0)["ok"]
+    assert s2.face(f["row"])["draft"] is None
+    assert ReviewSession(Queue.from_parquet(labels), CorrectionStore(tmp / "corr", labels)).face(f["row"])["draft"] is None
+
+
+def read_journal_keys(folder: Path) -> list[str]:
+    path = folder / JOURNAL
+    return [json.loads(x)["key"] for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def test_conflict_answer_carries_the_other_version(setup):
+    _, _, q, store = setup
+    s = ReviewSession(q, store, user="tab1")
+    f = s.first()
+    theirs = (np.asarray(f["points"]) + 1).tolist()
+    assert s.act(f["key"], "corrected", theirs, 0)["ok"]
+    r = s.act(f["key"], "accepted", f["points"], 0, user="tab2")
+    assert r["conflict"] and r["theirs"]["rev"] == 1 and r["theirs"]["user"] == "tab1" and r["theirs"]["status"] == "corrected"
+    np.testing.assert_allclose(r["theirs"]["points"], theirs, atol=1e-3)
+    assert s.act(f["key"], "accepted", f["points"], r["theirs"]["rev"], user="tab2")["ok"]  # keep mine
+    assert store.state[f["key"]]["user"] == "tab2" and store.rev(f["key"]) == 2
+
+
+def test_occluded_flags_box_and_user_reach_parquet_and_export(setup):
+    tmp, _, q, store = setup
+    s = ReviewSession(q, store, user="ann")
+    f = s.first()
+    occ = [i in (36, 37) for i in range(68)]
+    box = [30.0, 35.0, 320.0, 330.0]
+    assert s.act(f["key"], "corrected", f["points"], 0, occluded=occ, box=box)["ok"]
+    assert s.face(f["row"])["occluded"] == occ and s.face(f["row"])["box"] == box
+    rec = store.state[f["key"]]
+    assert rec["user"] == "ann" and rec["occluded"] == occ
+    store.materialize()
+    t = pq.read_table(tmp / "corr" / "corrections.parquet").to_pandas()
+    assert list(np.flatnonzero(t.occluded[0])) == [36, 37] and t.user[0] == "ann"
+    np.testing.assert_allclose(t.box[0], box)
+    export_300w(tmp / "corr", tmp / "export")
+    lines = (tmp / "export" / "occluded.csv").read_text().splitlines()
+    assert lines[0].startswith("pts,") and lines[1].endswith(",36 37")
+
+
+def test_corrections_parquet_is_current_after_each_action(setup):
+    _, _, q, store = setup
+    s = ReviewSession(q, store, state_writer=StateWriter(store, delay=0))
+    f = s.first()
+    for _ in range(3):
+        assert s.act(f["key"], "accepted", f["points"], f["rev"])["ok"]
+        assert s.state_writer.wait()
+        assert len(pq.read_table(store.folder / "corrections.parquet")) == len(store.state)
+        f = s.step(f["row"], 1)
+
+
+def test_corrections_parquet_survives_kill_9(setup):
+    """The issue's case: 4 actions, then kill -9 while the server runs."""
+    tmp, labels, _, store = setup
+    store.close()
+    code = f"""
+import os, signal
+from pathlib import Path
+from autolabel.formats.corrections import CorrectionStore
+from autolabel.review.queue import Queue
+from autolabel.review.session import ReviewSession, StateWriter
+store = CorrectionStore(Path({str(tmp / 'corr')!r}), Path({str(labels)!r}))
+s = ReviewSession(Queue.from_parquet(Path({str(labels)!r})), store, state_writer=StateWriter(store))
+f = s.first()
+for _ in range(4):
+    s.act(f["key"], "accepted", f["points"], f["rev"])
+    f = s.step(f["row"], 1)
+s.state_writer.wait()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == -9, r.stderr
+    assert len(pq.read_table(tmp / "corr" / "corrections.parquet")) == 4
+
+
+def test_strip_shows_the_faces_around(setup):
+    _, _, q, store = setup
+    s = ReviewSession(q, store)
+    items = s.strip(2, "all", "", n=3)["items"]
+    assert [it["row"] for it in items] == [1, 2, 3] and [it["position"] for it in items] == [2, 3, 4]
+    assert all(it["thumb"].startswith("data:image/jpeg;base64,") for it in items)
+    assert [it["row"] for it in s.strip(0, "all", "", n=3)["items"]] == [0, 1, 2]
+
+
+def test_access_passwords_slow_guesses_and_exposure(tmp_path):
+    import asyncio
+
+    from autolabel.review.access import SlowAuth, credentials, exposure_warning
+
+    f = tmp_path / "auth.txt"
+    f.write_text("# reviewers\nann:s3cret\nbob:pw\n")
+    assert credentials(auth_file=f, env={}) == {"ann": "s3cret", "bob": "pw"}
+    assert credentials(env={"AUTOLABEL_AUTH": "ann:x"}) == {"ann": "x"}
+    assert credentials(env={}) is None
+    with pytest.raises(UsageError, match="user:password"):
+        credentials(env={"AUTOLABEL_AUTH": "nocolon"})
+    waits = []
+
+    async def fake_sleep(t):
+        waits.append(t)
+
+    auth = SlowAuth({"ann": "s3cret"}, base=0.5, cap=8, sleep=fake_sleep)
+    results = [asyncio.run(auth.check("ann", guess)) for guess in ["a", "b", "c", "d", "e", "f", "s3cret", "x"]]
+    assert results == [False] * 6 + [True, False]
+    assert waits == [0.5, 1, 2, 4, 8, 8]  # each failure in a row doubles the wait; success resets it
+    assert exposure_warning("0.0.0.0", False) and exposure_warning("192.168.1.5", False)
+    assert exposure_warning("0.0.0.0", True) is None and exposure_warning("127.0.0.1", False) is None
+    assert exposure_warning("localhost", False) is None and exposure_warning("::1", False) is None

@@ -31,6 +31,7 @@ function bindInput(el, S, R, table, hooks) {
     stage.setPointerCapture(e.pointerId);
     if (e.button === 1 || e.altKey) { drag = { kind: 'pan', sx: e.clientX, sy: e.clientY, vx: S.view.x, vy: S.view.y }; return; }
     if (S.mode === 'box') { drag = { kind: 'box', x0: p.x, y0: p.y, shown: false }; return; }
+    if (t.classList && t.classList.contains('al-handle')) { S.push(); drag = { kind: 'corner', c: +t.dataset.c, moved: false }; return; }
     if (t.classList && t.classList.contains('al-pt')) {
       const i = +t.dataset.i;
       if (e.shiftKey) { S.toggleSel(i); R.draw(); return; }
@@ -47,13 +48,16 @@ function bindInput(el, S, R, table, hooks) {
       S.moveSel(p.x - drag.lx, p.y - drag.ly); drag.lx = p.x; drag.ly = p.y; drag.moved = true;
       R.draw(); return;
     }
+    if (drag.kind === 'corner') { S.moveCorner(drag.c, p.x, p.y); drag.moved = true; R.draw(); return; }
     drag.x1 = p.x; drag.y1 = p.y; drag.shown = true;
     R.band(drag.kind, drag.x0, drag.y0, p.x, p.y);
   });
   stage.addEventListener('pointerup', async () => {
     const d = drag; drag = null;
     if (!d) return;
-    if (d.kind === 'move' && !d.moved) S.dropLast();
+    if ((d.kind === 'move' || d.kind === 'corner') && !d.moved) S.dropLast();
+    if (d.kind === 'corner' && d.moved) { S.tidyBox(); R.draw(); }
+    if ((d.kind === 'move' || d.kind === 'corner') && d.moved) hooks.changed();
     if (d.kind === 'band') {
       if (!d.add) S.clearSel();
       if (d.shown) S.selectRect(d.x0, d.y0, d.x1, d.y1);
@@ -84,5 +88,12 @@ function bindInput(el, S, R, table, hooks) {
     e.target.checked ? S.hidden.delete(g) : S.hidden.add(g);
     R.draw();
   });
+  el.querySelector('.al-strip').addEventListener('click', (e) => {
+    const b = e.target.closest('.al-thumb');
+    if (b) hooks.jump('#' + b.dataset.position);
+  });
+  el.querySelectorAll('.al-look input').forEach((inp) => inp.addEventListener('input', () => {
+    S.look[inp.dataset.look] = +inp.value; R.look();
+  }));
   new ResizeObserver(() => { if (S.face) R.fit(); }).observe(stage);
 }

@@ -1,40 +1,64 @@
-// Editor state: the face on screen, its points, the selection and the edit history.
-// Plain data and the edits on it; no DOM and no server calls (rendering and input live apart).
+// Editor state: the face on screen, its points, occluded flags and box, the selection, the edit
+// history and the view. Plain data and the edits on it; no DOM and no server calls (rendering
+// and input live apart).
 function createState(cfg) {
   const S = {
     face: null,          // payload from the server (see ReviewSession.face)
     pts: [],             // current points [[x, y] x 68]
-    loaded: '',          // JSON of the points as loaded (to tell edits)
+    occ: new Set(),      // indices of points flagged occluded
+    box: null,           // the face box [x0, y0, x1, y1] (editable)
+    loaded: '',          // snapshot as loaded or last saved (to tell edits)
     sel: new Set(),      // selected point indices
-    undo: [], redo: [],  // JSON snapshots of pts
+    undo: [], redo: [],  // snapshots
     view: { s: 1, x: 0, y: 0 },  // screen = view.s * image + (view.x, view.y)
+    look: { brightness: 100, contrast: 100 },  // image display only (percent)
     hidden: new Set(),   // hidden groups
     mode: 'edit',        // 'edit' | 'box'
     extra: [],           // faces added on this image
+    overlay: false,      // show the model's points beside the edited ones
+    theirs: null,        // the version saved elsewhere when a save met a conflict
+    shapes: [],          // more reference shapes to draw: [{name, points, color}] (e.g. an audit view)
   };
   const ids = () => S.pts.map((_, i) => i);
 
   S.groupOf = (i) => { for (const [g, a, b] of cfg.groups) if (i >= a && i <= b) return g; return ''; };
   S.visible = (i) => !S.hidden.has(S.groupOf(i));
 
+  // ------------------------------------------------------------ snapshots: points, flags, box
+  S.snapshot = () => JSON.stringify([S.pts, [...S.occ].sort((a, b) => a - b), S.box]);
+  S.restore = (snap) => { const [p, o, b] = JSON.parse(snap); S.pts = p; S.occ = new Set(o); S.box = b; };
+  S.edited = () => S.snapshot() !== S.loaded;
+  S.flags = () => S.pts.map((_, i) => S.occ.has(i));  // 68 booleans, as the server stores them
+
   // ------------------------------------------------------------ loading
+  const take = (points, occluded, box) => {
+    S.pts = points ? points.map((q) => q.slice()) : [];
+    S.occ = new Set((occluded || []).flatMap((o, i) => (o ? [i] : [])));
+    S.box = box ? box.slice() : null;
+  };
   S.load = (p) => {
-    S.face = p; S.extra = p.extra_faces || [];
-    S.pts = p.points ? p.points.map((q) => q.slice()) : [];
-    S.loaded = JSON.stringify(S.pts); S.undo = []; S.redo = []; S.sel.clear();
+    S.face = p; S.extra = p.extra_faces || []; S.theirs = null;
+    take(p.points, p.occluded, p.box);
+    S.loaded = S.snapshot(); S.undo = []; S.redo = []; S.sel.clear();
+    if (p.draft) {  // unsaved edits kept from an earlier visit: shown as edits, not as saved
+      take(p.draft.points, p.draft.occluded, p.draft.box || p.box);
+      S.face = { ...p, rev: p.draft.base_rev };
+    }
   };
-  S.clear = () => { S.face = null; S.pts = []; };
+  S.clear = () => { S.face = null; S.pts = []; S.box = null; S.theirs = null; };
   S.loadAdded = (res) => {  // a face the person drew a box for; its points come from the model
-    S.face = { ...S.face, key: res.key, rev: 0, status: 'todo', box: res.box, points: res.points, face_index: -1 };
-    S.pts = res.points.map((q) => q.slice()); S.loaded = ''; S.undo = []; S.redo = []; S.sel.clear();
+    S.face = { ...S.face, key: res.key, rev: 0, status: 'todo', box: res.box, points: res.points, model_points: res.points,
+      occluded: null, draft: null, face_index: -1 };
+    take(res.points, null, res.box); S.theirs = null;
+    S.loaded = ''; S.undo = []; S.redo = []; S.sel.clear();
   };
-  S.edited = () => JSON.stringify(S.pts) !== S.loaded;
+  S.saved = (rev, status) => { S.face = { ...S.face, rev, status }; S.loaded = S.snapshot(); S.theirs = null; };
 
   // ------------------------------------------------------------ history
-  S.push = () => { S.undo.push(JSON.stringify(S.pts)); if (S.undo.length > 200) S.undo.shift(); S.redo = []; };
+  S.push = () => { S.undo.push(S.snapshot()); if (S.undo.length > 200) S.undo.shift(); S.redo = []; };
   S.dropLast = () => { S.undo.pop(); };
-  S.undoEdit = () => { if (!S.undo.length) return false; S.redo.push(JSON.stringify(S.pts)); S.pts = JSON.parse(S.undo.pop()); return true; };
-  S.redoEdit = () => { if (!S.redo.length) return false; S.undo.push(JSON.stringify(S.pts)); S.pts = JSON.parse(S.redo.pop()); return true; };
+  S.undoEdit = () => { if (!S.undo.length) return false; S.redo.push(S.snapshot()); S.restore(S.undo.pop()); return true; };
+  S.redoEdit = () => { if (!S.redo.length) return false; S.undo.push(S.snapshot()); S.restore(S.redo.pop()); return true; };
 
   // ------------------------------------------------------------ selection
   S.selectAll = () => { S.sel = new Set(ids()); };
@@ -58,10 +82,38 @@ function createState(cfg) {
   S.rotate = (deg) => { const a = deg * Math.PI / 180, c = Math.cos(a), s = Math.sin(a); S.transform((dx, dy, cx, cy) => [cx + c * dx - s * dy, cy + s * dx + c * dy]); };
   S.scale = (k) => S.transform((dx, dy, cx, cy) => [cx + k * dx, cy + k * dy]);
   S.nudge = (ox, oy) => S.transform((dx, dy, cx, cy) => [cx + dx + ox, cy + dy + oy]);
+  S.resetToModel = () => {
+    const m = S.face && S.face.model_points;
+    if (!m) return false;
+    S.push(); S.pts = m.map((q) => q.slice()); S.occ.clear();
+    return true;
+  };
+  S.toggleOccluded = () => {  // the selection: all occluded unless all already are
+    if (!S.sel.size) return false;
+    S.push();
+    const all = [...S.sel].every((i) => S.occ.has(i));
+    for (const i of S.sel) all ? S.occ.delete(i) : S.occ.add(i);
+    return true;
+  };
+  S.takeTheirs = () => {
+    const t = S.theirs;
+    S.push(); take(t.points, t.occluded, t.box || S.box);
+    S.saved(t.rev, t.status);
+  };
+  // corner c of the box: 0 top-left, 1 top-right, 2 bottom-right, 3 bottom-left
+  S.moveCorner = (c, x, y) => { const b = S.box; b[c === 0 || c === 3 ? 0 : 2] = x; b[c < 2 ? 1 : 3] = y; };
+  S.tidyBox = () => { const [x0, y0, x1, y1] = S.box; S.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)]; };
+
+  // ------------------------------------------------------------ reference shapes drawn beside the edited one
+  S.refs = () => [
+    ...(S.overlay && S.face && S.face.model_points ? [{ name: 'model', points: S.face.model_points }] : []),
+    ...(S.theirs ? [{ name: 'theirs', points: S.theirs.points, color: '#ff8c1a' }] : []),
+    ...S.shapes,
+  ];
 
   // ------------------------------------------------------------ view
   S.fitView = (W, H) => {  // the face box (or the whole image) with a margin, filling W x H
-    let [x0, y0, x1, y1] = S.face.box || [0, 0, S.face.width, S.face.height];
+    let [x0, y0, x1, y1] = S.box || [0, 0, S.face.width, S.face.height];
     const pad = 0.6 * Math.max(x1 - x0, y1 - y0);
     x0 -= pad; y0 -= pad; x1 += pad; y1 += pad;
     const s = Math.min(W / (x1 - x0), H / (y1 - y0), 8);

@@ -15,6 +15,8 @@ overwriting. `autolabel review` writes the store; `finetune` and `export` read i
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
@@ -121,20 +123,26 @@ class CorrectionStore:
         return {k: v["status"] for k, v in self.state.items()}
 
     def record(self, key: str, status: str, points: np.ndarray, base_rev: int, *, image: str, abs_path: str,
-               box: list[float], model_version: str, width: int, height: int, source: str = "detector") -> dict:
-        """Append one action; raises ConflictError if `base_rev` is stale."""
+               box: list[float], model_version: str, width: int, height: int, source: str = "detector",
+               occluded: list[bool] | None = None, user: str = "") -> dict:
+        """Append one action; raises ConflictError if `base_rev` is stale. `occluded`: 68 flags
+        (points hidden behind something, placed where they would be); `user`: who reviewed."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         pts = np.asarray(points, np.float64)
         if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
             raise ValueError(f"expected 68 finite (x, y) points, got shape {pts.shape}")
+        occ = [False] * N_POINTS if occluded is None else [bool(v) for v in occluded]
+        if len(occ) != N_POINTS:
+            raise ValueError(f"expected {N_POINTS} occluded flags, got {len(occ)}")
         with self.lock:
             cur = self.rev(key)
             if int(base_rev) != cur:
                 raise ConflictError(f"{key} was changed elsewhere (now revision {cur}, you loaded {base_rev}); reload to see it")
             rec = {"key": key, "image": image, "abs_path": abs_path, "status": status,
                    "points": np.round(pts, 3).tolist(), "box": [float(v) for v in box], "width": int(width), "height": int(height),
-                   "model_version": model_version, "source": source, "rev": cur + 1, "ts": time.time()}
+                   "model_version": model_version, "source": source, "rev": cur + 1, "ts": time.time(),
+                   "occluded": occ, "user": user}
             self._journal.write(json.dumps(rec, ensure_ascii=False) + "\n")
             self._journal.flush()
             os.fsync(self._journal.fileno())
@@ -163,6 +171,8 @@ class CorrectionStore:
             "source": [r.get("source", "detector") for r in recs],
             "rev": pa.array([r["rev"] for r in recs], pa.int32()),
             "ts": pa.array([r["ts"] for r in recs], pa.float64()),
+            "occluded": pa.array([r.get("occluded") or [False] * N_POINTS for r in recs], pa.list_(pa.bool_(), N_POINTS)),
+            "user": [r.get("user", "") for r in recs],
         })
         path = self.folder / STATE
         with atomic_path(path) as tmp:
@@ -188,12 +198,14 @@ class Correction:
     source: str  # "detector" or "added" (a face the detector missed)
     model_version: str
     rev: int
+    occluded: tuple[bool, ...] = (False,) * N_POINTS  # per point: hidden, placed where it would be
+    user: str = ""  # who reviewed it
 
     @classmethod
     def from_record(cls, rec: dict) -> Correction:
         return cls(rec["key"], rec["image"], rec["abs_path"], rec["status"], np.asarray(rec["points"], np.float64),
                    tuple(float(v) for v in rec.get("box") or ()), rec.get("source", "detector"), rec.get("model_version", ""),
-                   int(rec["rev"]))
+                   int(rec["rev"]), tuple(bool(v) for v in rec.get("occluded") or (False,) * N_POINTS), rec.get("user", ""))
 
 
 def read_corrections(folder: Path, include_rejected: bool = False) -> list[Correction]:
@@ -213,6 +225,9 @@ def export_300w(folder: Path, out: Path) -> ExportResult:
     out.mkdir(parents=True, exist_ok=True)
     n, missing = 0, []
     per_image: dict[str, int] = {}
+    flags = io.StringIO()  # occluded.csv: a 300-W .pts file cannot say which points are hidden
+    table = csv.writer(flags, lineterminator="\n")
+    table.writerow(["pts", "key", "user", "occluded"])
     for r in sorted(read_corrections(folder), key=lambda r: r.key):
         src = Path(r.abs_path)
         if not src.is_file():
@@ -228,7 +243,11 @@ def export_300w(folder: Path, out: Path) -> ExportResult:
             dest = dest.with_suffix(".png")
             load_image(src).save(dest)
         write_pts(dest.with_suffix(".pts"), r.points.astype(np.float32))
+        if any(r.occluded):
+            hidden = " ".join(str(i) for i, o in enumerate(r.occluded) if o)
+            table.writerow([dest.with_suffix(".pts").relative_to(out).as_posix(), r.key, r.user, hidden])
         n += 1
+    atomic_write_text(out / "occluded.csv", flags.getvalue())
     return ExportResult(n, tuple(missing))
 
 

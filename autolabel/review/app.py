@@ -2,21 +2,32 @@
 
 The editor is a `gr.HTML` whose browser code lives in `web/` (editor.html/.css/.js). It talks
 to Python only through `server_functions`; images travel as data: URLs of the labelled files,
-so Gradio serves no file path at all (no allowed_paths), and uploads are refused.
+so Gradio serves no file path at all (no allowed_paths), and the upload routes answer 403.
+Every browser call goes through `answer`: bad input comes back as a message, never an HTTP 500.
 """
 
 from __future__ import annotations
 
 import atexit
+import getpass
 import json
+import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from starlette.middleware import Middleware
 
 from autolabel.formats.corrections import CorrectionStore
 from autolabel.labelling import Labeler
 from autolabel.markup import GROUP_COLORS, GROUPS, connections
 from autolabel.resources import web_dir
+from autolabel.review.access import RefuseUploads, SlowAuth, exposure_warning
 from autolabel.review.queue import Queue
-from autolabel.review.session import ReviewSession
+from autolabel.review.session import InputError, ReviewSession, StateWriter
+from autolabel.types import AutolabelError
+
+log = logging.getLogger("autolabel.review")
 
 EDITOR_SCRIPTS = ("editor-state.js", "editor-render.js", "editor-input.js", "editor.js")
 
@@ -30,54 +41,91 @@ def editor_assets() -> tuple[str, str, str]:
     return html, (d / "editor.css").read_text(), js
 
 
+def login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return ""
+
+
+def browser_api(session: ReviewSession) -> dict[str, Callable[[list, str | None], dict]]:
+    """The functions the editor calls, by name: each takes the browser's argument list and the
+    logged-in user (None without --auth)."""
+    return {
+        "info": lambda a, user: session.info(),
+        "first": lambda a, user: session.first(*a),
+        "step": lambda a, user: session.step(*a),
+        "jump": lambda a, user: session.jump(*a),
+        "act": lambda a, user: session.act(*a[:4], **_extras(a[4:]), user=user),
+        "add_face": lambda a, user: session.add_face(*a),
+        "draft": lambda a, user: session.draft(*a, user=user),
+        "strip": lambda a, user: session.strip(*a[:3]),
+    }
+
+
+def _extras(rest: list) -> dict:
+    extra = rest[0] if rest else {}
+    if not isinstance(extra, dict) or set(extra) - {"occluded", "box"}:
+        raise InputError("the action's extras are {occluded, box}")
+    return extra
+
+
+def answer(name: str, fn, args, user: str | None) -> dict:
+    """Call one browser function; every failure becomes a message for the page, never an HTTP 500."""
+    try:
+        if name != "info" and not isinstance(args, list):
+            raise InputError(f"{name}: expected a list of arguments")
+        return fn(args, user)
+    except AutolabelError as e:
+        return {"ok": False, "error": str(e), "message": str(e)}
+    except (TypeError, ValueError, KeyError, IndexError) as e:  # wrong number or kind of arguments
+        return {"ok": False, "error": f"bad request to {name}: {e}", "message": f"bad request to {name}: {e}"}
+    except Exception as e:
+        log.exception("review: %s failed", name)
+        return {"ok": False, "error": f"{name} failed on the server: {e}", "message": f"{name} failed on the server: {e}"}
+
+
 def build_app(session: ReviewSession, title: str = "autolabel review"):
     import gradio as gr
 
     html, css, js = editor_assets()
 
-    # Server functions: Gradio passes the browser's arguments as one list. Thin, named
-    # wrappers keep the browser's API small and explicit.
-    def info(*_):
-        return session.info()
+    def expose(name, fn):
+        def server_fn(args=None, request=None):
+            return answer(name, fn, args, getattr(request, "username", None))
 
-    def first(args):
-        status, folder = args
-        return session.first(status, folder)
+        server_fn.__name__ = server_fn.__qualname__ = name
+        server_fn.__annotations__ = {"request": gr.Request}  # Gradio passes the request (who is logged in)
+        return server_fn
 
-    def step(args):
-        row, direction, status, folder = args
-        return session.step(int(row), int(direction), status, folder)
-
-    def jump(args):
-        text, status, folder = args
-        return session.jump(str(text), status, folder)
-
-    def act(args):
-        key, status, points, base_rev = args
-        return session.act(str(key), str(status), points, int(base_rev))
-
-    def add_face(args):
-        row, box = args
-        return session.add_face(int(row), box)
-
+    fns = [expose(name, fn) for name, fn in browser_api(session).items()]
     with gr.Blocks(title=title) as demo:
-        gr.HTML(value="", html_template=html, css_template=css, js_on_load=js,
-                server_functions=[info, first, step, jump, act, add_face], elem_id="autolabel-editor")
+        gr.HTML(value="", html_template=html, css_template=css, js_on_load=js, server_functions=fns, elem_id="autolabel-editor")
     return demo
 
 
 def serve(labels: Path, corrections: Path, root: Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-          auth: tuple[str, str] | None = None, model: Path | None = None, open_browser: bool = False, block: bool = True):
-    """Open the store and the queue and start the server."""
+          auth: dict[str, str] | None = None, model: Path | None = None, open_browser: bool = False, block: bool = True,
+          user: str | None = None, auth_delay: float = 0.5):
+    """Open the store and the queue and start the server.
+
+    auth: user -> password (checked by SlowAuth); user: the reviewer's name written in each
+    journal record when nobody logs in (default: the login name on this machine)."""
     queue = Queue.from_parquet(labels, root)
     store = CorrectionStore(corrections, labels, root)
+    writer = StateWriter(store)
     atexit.register(store.close)
 
-    def labeler():  # loads torch and the model only when a face is added
+    def labeler():  # loads the model only when a face is added
         return Labeler(model)
 
-    session = ReviewSession(queue, store, labeler)
+    session = ReviewSession(queue, store, labeler, user=login_name() if user is None else user, state_writer=writer)
+    warning = exposure_warning(host, bool(auth))
+    if warning:
+        log.warning(warning)
+        print(f"autolabel: warning: {warning}", file=sys.stderr)
     demo = build_app(session)
-    demo.launch(server_name=host, server_port=port, auth=auth, inbrowser=open_browser, prevent_thread_lock=not block,
-                max_file_size=1, show_error=True, quiet=not block)
+    demo.launch(server_name=host, server_port=port, auth=SlowAuth(auth, base=auth_delay).check if auth else None,
+                inbrowser=open_browser, prevent_thread_lock=not block, max_file_size=1, show_error=True, quiet=not block,
+                app_kwargs={"middleware": [Middleware(RefuseUploads)]})
     return demo, session
