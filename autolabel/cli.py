@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from autolabel import catalog, evaluate, labelling
 from autolabel.detectors import DEFAULT_SETTINGS, DETECTORS
 from autolabel.formats import WRITERS
 from autolabel.formats.corrections import export_300w
+from autolabel.formats.pts_folder import is_run_folder
 from autolabel.types import AutolabelError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-point facial landmark labelling.")
@@ -129,9 +132,10 @@ def review(
     open_browser: Annotated[bool, typer.Option("--open", help="open a browser tab")] = False,
 ):
     """Review and correct labels in the browser; every action is saved as it happens (--model predicts faces added by a box)."""
-    if not labels.is_file():
-        what = "a folder" if labels.is_dir() else "no such file"
-        raise UsageError(f"{labels}: {what}; review opens the labels.parquet written by `autolabel run PHOTOS --out labels.parquet`")
+    _check_port(host, port)  # before loading anything: a busy port is one line, not a traceback
+    if not labels.is_file() and not is_run_folder(labels):
+        what = "a folder without an index.csv" if labels.is_dir() else "no such file"
+        raise UsageError(f"{labels}: {what}; review opens what `autolabel run` wrote: labels.parquet, or a --format pts folder")
     from autolabel.review.access import credentials
     from autolabel.review.app import serve  # gradio
 
@@ -149,6 +153,23 @@ def review(
         demo.close()
 
 
+def _check_port(host: str, port: int) -> None:
+    """UsageError unless this process can listen on host:port (as the server will, address reuse on)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise UsageError(f"--host {host}: {e.strerror or e}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {port} on {host} is in use (another review?); choose another with --port") from None
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 @app.command()
 def export(
     corrections: Annotated[Path, typer.Argument(help="corrections folder written by autolabel review")],
@@ -157,6 +178,11 @@ def export(
     """Write accepted and corrected faces as a 300-W folder (what finetune and other tools read)."""
     res = export_300w(corrections, out)
     typer.echo(f"wrote {res.faces} faces to {out}" + (f"; {len(res.missing_images)} images missing" if res.missing_images else ""))
+    if res.refused:
+        for why in res.refused[:10]:
+            typer.echo(f"  refused: {why}", err=True)
+        typer.echo(f"{len(res.refused)} faces refused: their files would go outside {out}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,14 +1,21 @@
-"""File-system helpers: atomic writes (temp file in the same folder, fsync, rename) and the
-repair of append-only journals cut short by a crash."""
+"""File-system helpers: atomic writes (temp file in the same folder, fsync, rename), the
+repair of append-only journals cut short by a crash, the lock that keeps an output to one run,
+and paths as text (names that are not UTF-8, paths that must stay inside a folder)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
+
+from autolabel.types import UsageError
 
 
 @contextlib.contextmanager
@@ -76,3 +83,85 @@ def repair_journal(path: Path) -> bytes:
         f.flush()
         os.fsync(f.fileno())
     return data[keep:]
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A path as text any UTF-8 file can hold. A name that is not valid UTF-8 (Python keeps its
+    bytes as surrogate escapes) shows those bytes as `\\xNN`; keep `path_bytes` beside it."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_bytes(path: str | os.PathLike) -> bytes | None:
+    """The raw bytes of a path whose name `path_text` had to escape; None for a UTF-8 name."""
+    s = os.fspath(path)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(s)
+    return None
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with `..` and symbolic links resolved, lies under `folder`."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def remove_stale_temps(folder: Path, name: str) -> None:
+    """Delete the temporary files `atomic_path` left for `folder/name` when killed mid-write."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for e in entries:
+        if e.startswith(f".{name}.") and e.endswith(".tmp"):
+            (Path(folder) / e).unlink(missing_ok=True)
+
+
+class OutputLock:
+    """An exclusive lock on an output, held for a whole run so two runs never write one output.
+
+    `fcntl.flock` on a small lock file that names its holder: the kernel drops the lock when the
+    holder dies, so a `kill -9` leaves no stale lock; a second run is refused at once with a
+    UsageError naming the holder. The holder deletes the file when it lets go.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path = Path(path)
+        self.what = what
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "starting up"
+                os.close(fd)
+                raise UsageError(f"{self.what} is in use by another autolabel run ({holder}); "
+                                 "wait for it to finish, or choose another --out") from None
+            # the previous holder may have deleted the file while we opened it: lock the live one
+            try:
+                live = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                live = False
+            if live:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # still locked: nobody can be holding this file
+        os.close(self.fd)  # closing lets go of the lock
+        self.fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

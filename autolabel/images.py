@@ -6,6 +6,7 @@ upright image as a viewer shows it, not to the stored pixel grid.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import warnings
@@ -39,24 +40,37 @@ def image_beside(path: Path) -> Path | None:
     return None
 
 
-def discover(paths: list[Path], globs: list[str] | None = None) -> Iterator[tuple[Path, Path]]:
-    """Yield (root, file) for image files under `paths`, in a deterministic order.
+def discover(paths: list[Path], globs: list[str] | None = None, problems: bool = False) -> Iterator[tuple[Path, Path]]:
+    """Yield (root, file) for image files under `paths`, in a deterministic order, each file once.
 
     Folders are walked recursively with sorted names; symlinked folders are followed once
-    (a loop is detected by the real path). `globs` filter on the path relative to its root.
-    Non-image files are not yielded; `count_skipped` tells how many there were.
+    (a loop is detected by the real path), and a file reached again (overlapping inputs, a link
+    to a file already found) is not yielded again. `globs` filter on the path relative to its
+    root. Non-image files are not yielded; `count_non_images` tells how many there were.
+    With `problems`, what cannot be read is yielded too, so that it gets an error row instead of
+    going missing without a trace: a folder that cannot be listed, a symbolic link loop, a broken
+    link named like an image (`load_image` says what each one is).
     """
+    seen: set[str] = set()
+    files: set[str] = set()
     for root in paths:
         root = Path(root)
         if root.is_file():
-            if _matches(root.name, globs):
+            if _matches(root.name, globs) and _first(root, files):
                 yield root.parent, root
             continue
-        seen: set[str] = set()
-        yield from ((root, f) for f in _walk(root, root, seen, globs))
+        yield from ((root, f) for f in _walk(root, root, seen, files, globs, problems))
 
 
-def _walk(root: Path, folder: Path, seen: set[str], globs) -> Iterator[Path]:
+def _first(path: Path, files: set[str]) -> bool:
+    real = os.path.realpath(path)
+    if real in files:
+        return False
+    files.add(real)
+    return True
+
+
+def _walk(root: Path, folder: Path, seen: set[str], files: set[str], globs, problems: bool) -> Iterator[Path]:
     real = os.path.realpath(folder)
     if real in seen:
         return
@@ -64,16 +78,25 @@ def _walk(root: Path, folder: Path, seen: set[str], globs) -> Iterator[Path]:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
+        if problems:
+            yield folder
         return
     for e in entries:
         p = Path(e.path)
         try:
             if e.is_dir(follow_symlinks=True):
-                yield from _walk(root, p, seen, globs)
-            elif e.is_file(follow_symlinks=True) and is_image_name(p) and _matches(p.relative_to(root).as_posix(), globs):
+                yield from _walk(root, p, seen, files, globs, problems)
+                continue
+            is_file = e.is_file(follow_symlinks=True)
+        except OSError:  # a symbolic link loop
+            if problems:
                 yield p
-        except OSError:
             continue
+        if not (is_image_name(p) and _matches(p.relative_to(root).as_posix(), globs)):
+            continue
+        broken = not is_file and problems and e.is_symlink()
+        if broken or (is_file and _first(p, files)):
+            yield p
 
 
 def count_non_images(paths: list[Path]) -> int:
@@ -110,12 +133,24 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageError(f"refused as a decompression bomb ({e})") from e
     except FileNotFoundError as e:
-        raise ImageError("file not found") from e
+        raise ImageError(f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "file not found") from e
+    except IsADirectoryError as e:  # discovery gives a folder only when it cannot list it
+        raise ImageError(f"a folder that cannot be read ({_listing_error(path)})") from e
     except PermissionError as e:
         raise ImageError("permission denied") from e
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for truncated/corrupt data
+        if getattr(e, "errno", None) == errno.ELOOP:
+            raise ImageError("symbolic link loop") from e
         raise ImageError(f"cannot decode image ({e})") from e
     return to_8bit(im)
+
+
+def _listing_error(folder: Path) -> str:
+    try:
+        with os.scandir(folder):
+            return "it could not be listed"
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
 
 
 def to_8bit(im: Image.Image) -> Image.Image:

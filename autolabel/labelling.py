@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from autolabel import __version__
 from autolabel.detectors import Detector, make_detector
+from autolabel.files import OutputLock, path_text
 from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, make_writer
 from autolabel.geometry import CropTransform
 from autolabel.images import count_non_images, discover, load_image, to_8bit
@@ -52,6 +54,13 @@ _W: dict = {}
 def _init_worker(detector_name: str, detector_kw: dict, size: int) -> None:
     _W["det"] = make_detector(detector_name, **detector_kw)
     _W["size"] = size
+
+
+def _init_pool_worker(*args) -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the pool; a worker that
+    # took it as well would print its own traceback ("Process SpawnPoolWorker-1: ...").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
 
 
 def detect_and_crop(path: Path, detector=None, size: int | None = None) -> DetectJob:
@@ -119,9 +128,67 @@ def _pool_map(paths: Iterable[Path], workers: int, init_args: tuple) -> Iterator
         yield from map(_work, paths)
         return
     ctx = mp.get_context("spawn")  # no fork after torch has started its threads
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
         # imap keeps order and only runs ahead by a bounded amount (flat memory).
         yield from pool.imap(_work, paths, chunksize=1)
+
+
+def image_root(inputs: list[Path]) -> Path:
+    """The folder image names are relative to: the input folder (a file's own folder), or with
+    several inputs the deepest folder holding them all, so that each name says which input it
+    came from (`cam1/IMG_0001.jpg`, `cam2/IMG_0001.jpg`) and names are unique in every output."""
+    dirs = [p if p.is_dir() else p.parent for p in map(_absolute, inputs)]
+    return Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))  # normalised: no `..`, so names never climb out of the root
+
+
+def listed_images(inputs: list[Path], globs: list[str] | None,
+                  done: dict[str, tuple[int, int]]) -> Iterator[tuple[Path, str, tuple[int, int] | None, bool]]:
+    """(file, name, (size, mtime_ns) or None, already labelled) for each image under `inputs`.
+
+    Each file comes once (overlapping inputs, links); what cannot be read (an unlistable folder,
+    a link loop, a broken link) comes too, to become an error row. `name` is the image's identity
+    in every output: its path relative to `image_root(inputs)`, as text (`files.path_text`).
+    Already labelled: in `done` (abs path -> size, mtime) with the same size and mtime.
+    """
+    roots = [_absolute(p) for p in inputs]
+    base = image_root(roots)
+    for _root, f in discover(roots, globs, problems=True):
+        try:
+            st = f.stat()
+            key = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        rel = f.relative_to(base).as_posix()
+        yield f, path_text(f.name if rel == "." else rel), key, key is not None and done.get(path_text(f)) == key
+
+
+def pending_images(inputs: list[Path], globs: list[str] | None, done: dict[str, tuple[int, int]],
+                   s: Summary) -> Iterator[tuple[Path, str, tuple[int, int] | None]]:
+    """(file, name, (size, mtime_ns) or None) of the images `listed_images` gives that are still
+    to label; those already labelled are counted in `s.skipped_done`."""
+    for f, rel, key, is_done in listed_images(inputs, globs, done):
+        if is_done:
+            s.skipped_done += 1
+            continue
+        yield f, rel, key
+
+
+def predict_jobs(predictor: Predictor, jobs: list[DetectJob]) -> list[ImageResult]:
+    """The crops of `jobs` through `predictor` in one batch: one ImageResult per job, in order.
+    Both engines turn detections into results here."""
+    crops = [j.crops for j in jobs if j.crops is not None and len(j.crops)]
+    ts = [t for j in jobs for t in j.transforms]
+    pts, conf = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
+    results, k = [], 0
+    for j in jobs:
+        faces = tuple(Face(b, pts[k + n], float(conf[k + n]), "model", predictor.model_id) for n, b in enumerate(j.boxes))
+        k += len(j.boxes)
+        results.append(ImageResult(j.path, j.width, j.height, faces, j.error))
+    return results
 
 
 def label_paths(
@@ -149,25 +216,11 @@ def label_paths(
     if workers is None:
         workers = default_workers()
 
-    roots: dict[Path, Path] = {}
-    stats: dict[Path, tuple[int, int] | None] = {}
-
-    def listed() -> Iterator[tuple[Path, Path, tuple[int, int] | None, bool]]:
-        """(root, file, (size, mtime_ns) or None, already labelled) for every image found."""
-        for root, f in discover(inputs, globs):
-            try:
-                st = f.stat()
-                key = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                key = None
-            yield root, f, key, resume and key is not None and done.get(str(f.absolute())) == key
+    names: dict[Path, tuple[str, tuple[int, int] | None]] = {}
 
     def todo() -> Iterator[Path]:
-        for root, f, key, is_done in listed():
-            if is_done:
-                s.skipped_done += 1
-                continue
-            roots[f], stats[f] = root, key
+        for f, rel, key in pending_images(inputs, globs, done, s):
+            names[f] = rel, key
             yield f
 
     pending: list[DetectJob] = []
@@ -185,9 +238,8 @@ def label_paths(
                 faces.append(Face(b, pts[k], float(conf[k]), "model", model_id))
                 k += 1
             r = ImageResult(j.path, j.width, j.height, tuple(faces), j.error)
-            root = roots.pop(j.path)
-            rel = j.path.relative_to(root).as_posix() if j.path != root else j.path.name
-            writer.write_result(r, rel, stats.pop(j.path))
+            rel, stat = names.pop(j.path)
+            writer.write_result(r, rel, stat)
             s.images += 1
             s.faces += len(faces)
             s.no_face += r.status == "no_face"
@@ -201,7 +253,7 @@ def label_paths(
 
     # Listing first costs a directory walk and a stat per file (~1 s per 100k files, next to
     # ~0.1 s of labelling per image) and gives the bar a total and an ETA.
-    total = sum(not is_done for *_, is_done in listed()) if progress else None
+    total = sum(not is_done for *_, is_done in listed_images(inputs, globs, done)) if progress else None
     bar = tqdm(total=total, desc="labelling", unit="img", disable=not progress, dynamic_ncols=True)
     try:
         for job in _pool_map(todo(), workers, (detector_name, detector_kw or {}, predictor.size)):
@@ -257,15 +309,19 @@ def run(
     kind = guess_format(out, fmt)
     if kind != FOLDER_FORMAT and out.is_dir():
         raise UsageError(f"{out} is a folder; give a file name ({', '.join(EXTENSIONS)}) or --format {FOLDER_FORMAT}")
-    _check_writable(out, is_folder=kind == FOLDER_FORMAT)
-    workers = default_workers() if workers is None else workers
-    predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=inference_threads(workers)))
-    detector_kw = detector_kw or {}
-    meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
-            "detector": {"name": detector, **detector_kw}, "command": command}
-    writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
-    summary = label_paths(paths, writer, predictor, detector, detector_kw, workers, globs, resume=not overwrite, progress=progress)
-    writer.close()
+    folder_out = kind == FOLDER_FORMAT
+    _check_writable(out, is_folder=folder_out)
+    # one run per output: a second one would mix its part files and rows with ours
+    with OutputLock(out / ".autolabel.lock" if folder_out else out.with_name(out.name + ".lock"), str(out)):
+        workers = default_workers() if workers is None else workers
+        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=inference_threads(workers)))
+        detector_kw = detector_kw or {}
+        meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
+                "detector": {"name": detector, **detector_kw}, "command": command,
+                "inputs": [path_text(_absolute(p)) for p in paths], "image_root": path_text(image_root(paths))}
+        writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
+        summary = label_paths(paths, writer, predictor, detector, detector_kw, workers, globs, resume=not overwrite, progress=progress)
+        writer.close()
     return summary
 
 

@@ -187,3 +187,4 @@ class ExportResult:
 
     faces: int
     missing_images: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # faces whose file would have gone outside the export folder (why)

@@ -62,7 +62,7 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema)
     monkeypatch.setattr(loop, "augment", real)
     rest = fit(cfg, tiny, None, tmp_path / "split", progress=False).history
     np.testing.assert_allclose(rest["train_loss"], full["train_loss"], rtol=1e-4)
-    a, b = (torch.load(d / "last.pt", weights_only=False)["net"] for d in (tmp_path / "full", tmp_path / "split"))
+    a, b = (torch.load(d / "last.pt", weights_only=True)["net"] for d in (tmp_path / "full", tmp_path / "split"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
@@ -83,7 +83,7 @@ def test_ema_weights_are_the_average_of_the_steps(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     fit(cfg, tiny, None, tmp_path, progress=False)
-    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
     assert len(seen) == steps and set(ck) >= {"net", "raw", "avg"}
     names = [n for n, _ in build_network().named_parameters()]
     i = names.index("fc.weight")

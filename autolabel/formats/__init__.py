@@ -82,3 +82,17 @@ def guess_format(out: Path, fmt: str | None) -> str:
 
 def make_writer(fmt: str, out: Path, metadata: dict | None = None, overwrite: bool = False) -> Writer:
     return WRITERS[fmt](out, metadata=metadata, overwrite=overwrite)
+
+
+def read_labels(path: Path):
+    """What `autolabel run` wrote, as a pandas DataFrame in the Parquet schema: a labels
+    Parquet file, or a `--format pts` run folder (read through its `index.csv`)."""
+    from autolabel.formats.pts_folder import is_run_folder, read_run
+
+    if Path(path).is_dir():
+        if not is_run_folder(path):
+            raise UsageError(f"{path}: a folder, but not one `autolabel run --format pts` wrote (no index.csv)")
+        return read_run(path)
+    from autolabel.formats.parquet import read_labels as read_parquet
+
+    return read_parquet(path)

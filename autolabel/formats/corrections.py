@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autolabel.files import atomic_path, atomic_write_text, repair_journal
-from autolabel.formats.pts import write_pts
+from autolabel.files import atomic_path, atomic_write_text, is_inside, repair_journal
+from autolabel.formats.pts import FaceFileNames, write_pts
 from autolabel.images import load_image
 from autolabel.markup import N_POINTS
 from autolabel.types import AutolabelError, ExportResult, FormatError, UsageError
@@ -220,11 +220,15 @@ def read_corrections(folder: Path, include_rejected: bool = False) -> list[Corre
 
 
 def export_300w(folder: Path, out: Path) -> ExportResult:
-    """Write accepted and corrected faces as a 300-W folder: `<stem>_<n>.<ext>` + `.pts`."""
+    """Write accepted and corrected faces as a 300-W folder: `<stem>_<n>.<ext>` + `.pts`.
+
+    Every file goes under `out`: a face whose image name would lead elsewhere (`..`, an absolute
+    path, a symbolic link out of `out`) is refused and counted, never written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n, missing = 0, []
+    n, missing, refused = 0, [], []
     per_image: dict[str, int] = {}
+    names = FaceFileNames()  # IMG.jpg and IMG.png keep apart
     flags = io.StringIO()  # occluded.csv: a 300-W .pts file cannot say which points are hidden
     table = csv.writer(flags, lineterminator="\n")
     table.writerow(["pts", "key", "user", "occluded"])
@@ -234,8 +238,10 @@ def export_300w(folder: Path, out: Path) -> ExportResult:
             missing.append(str(src))
             continue
         per_image[r.image] = per_image.get(r.image, 0) + 1
-        stem = Path(r.image).with_suffix("")
-        dest = out / f"{stem}_{per_image[r.image]}{src.suffix.lower()}"
+        dest = out / f"{names.base(r.image)}_{per_image[r.image]}{src.suffix.lower()}"
+        if not is_inside(dest, out):
+            refused.append(f"{r.key}: {dest} is outside {out}")
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         if _no_exif_rotation(src):
             shutil.copyfile(src, dest)
@@ -248,7 +254,7 @@ def export_300w(folder: Path, out: Path) -> ExportResult:
             table.writerow([dest.with_suffix(".pts").relative_to(out).as_posix(), r.key, r.user, hidden])
         n += 1
     atomic_write_text(out / "occluded.csv", flags.getvalue())
-    return ExportResult(n, tuple(missing))
+    return ExportResult(n, tuple(missing), tuple(refused))
 
 
 def _no_exif_rotation(path: Path) -> bool:

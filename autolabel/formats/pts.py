@@ -1,9 +1,11 @@
-"""300-W `.pts` files. The only place that knows about their 1-based coordinates."""
+"""300-W `.pts` files (the only place that knows about their 1-based coordinates) and the
+names of per-face files in a 300-W tree."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -42,3 +44,25 @@ def format_pts(points: np.ndarray) -> str:
 def write_pts(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write atomically: a reader never sees a half-written file."""
     atomic_write_text(Path(path), format_pts(points))
+
+
+class FaceFileNames:
+    """Names of per-face files in a 300-W tree: the n-th face of image `DIR/NAME.EXT` is
+    `DIR/NAME_<n>` (+ `.pts`), unique per image. An image whose `DIR/NAME` another image has
+    (`IMG.jpg` beside `IMG.png`) keeps its extension in the name (`IMG.png_1`): first come, first
+    served, so names stay the same when a run resumes."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}  # base name -> image
+
+    def base(self, image: str) -> str:
+        """The base name for `image`'s face files (add `_<n>` and an extension)."""
+        stem = str(PurePosixPath(image).with_suffix(""))
+        for base in itertools.chain((stem, image), (f"{image}~{k}" for k in itertools.count(2))):
+            if self.owner.setdefault(base, image) == image:
+                return base
+
+    def claim_files(self, image: str, files: list[str]) -> None:
+        """Record the face files (`BASE_<n>.pts`) an earlier run wrote for `image`."""
+        for f in files:
+            self.owner.setdefault(f.rsplit("_", 1)[0], image)

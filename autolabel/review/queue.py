@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.formats import read_labels
 from autolabel.formats.corrections import face_key
-from autolabel.formats.parquet import read_labels
 from autolabel.markup import N_POINTS
 from autolabel.types import UsageError
 
@@ -37,7 +37,7 @@ class Queue:
     def from_parquet(cls, path: Path, root: Path | None = None) -> Queue:
         """Load the face rows (and no-face images) of an autolabel labels file."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"{path}: no such labels file")
         df = read_labels(path)
         df = df[df.status.isin(["ok", "no_face"])]

@@ -4,7 +4,8 @@
 A checkpoint describes itself: the weights ("net": the averaged ones when averaging, which is
 what is exported; "raw": the trained ones then), optimiser, scheduler, random state, history,
 best NME, epoch, elapsed time, the config and the run's meta, so an interrupted run resumes
-exactly where it stopped.
+exactly where it stopped. It holds only tensors and plain data (numbers, strings, lists,
+dicts), so it loads with `weights_only=True`: a file planted in a run folder runs no code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from autolabel.files import atomic_path
 from autolabel.model import LandmarkModel, build_network
 from autolabel.training.ema import WeightAverage
+from autolabel.types import ModelError
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -70,7 +72,7 @@ class CheckpointSaver:
         last = self.folder / LAST
         if not last.is_file():
             return False
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(last)
         if {**self.defaults, **ck["config"]} != self.config:
             raise ValueError(f"{last} was made with another recipe; use a new --out or --overwrite")
         st.net.load_state_dict(ck["raw"] if st.average is not None else ck["net"])
@@ -83,10 +85,24 @@ class CheckpointSaver:
         return True
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, loaded without running any code in it (`weights_only`): tensors, numbers,
+    strings, lists and dicts only, which is all `save` writes. A file planted in a run folder
+    cannot execute anything; it is refused in one line."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file it will not load
+        raise ModelError(f"{path}: not a checkpoint autolabel can load safely ({type(e).__name__}); "
+                         "delete it to start over, or use another --out") from None
+    if not isinstance(ck, dict) or "net" not in ck:
+        raise ModelError(f"{path}: not a checkpoint autolabel can load safely (no weights in it)")
+    return ck
+
+
 def load_best(folder: Path) -> tuple[nn.Module, dict]:
     """The best (or, without validation, the last) weights of a run in `folder`, and the checkpoint."""
     path = folder / BEST if (folder / BEST).is_file() else folder / LAST
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(path)
     net = build_network()
     net.load_state_dict(ck["net"])
     net.eval()

@@ -27,7 +27,8 @@ from autolabel.datasets import Canvases, Sample, build_canvases, detect_boxes, f
 from autolabel.detectors import Detector, make_detector
 from autolabel.evaluate import predict_samples
 from autolabel.files import atomic_write_text
-from autolabel.formats.corrections import JOURNAL, read_corrections
+from autolabel.formats import pts_folder
+from autolabel.formats.corrections import JOURNAL, face_key, read_corrections
 from autolabel.formats.pts import read_pts
 from autolabel.images import image_beside, load_image
 from autolabel.markup import N_POINTS
@@ -98,6 +99,20 @@ def _from_300w(path: Path, skipped: dict) -> list[tuple[str, Path, np.ndarray, B
     return raw
 
 
+def _from_run(path: Path, skipped: dict) -> list[tuple[str, Path, np.ndarray, Box | None]]:
+    """(face id, image, points, detector box) of the faces in an `autolabel run --format pts`
+    folder, read through its index (the images are where the run found them)."""
+    raw = []
+    for rec in pts_folder.parse(path, []):
+        for i, f in enumerate(rec["faces"]):
+            if "points" not in f:
+                _skip(skipped, "unreadable .pts")
+                continue
+            box = Box(*f["box"], f.get("det_score", 0.0)) if "box" in f else None
+            raw.append((face_key(rec["image"], i), Path(rec["abs_path"]), np.asarray(f["points"], np.float64), box))
+    return raw
+
+
 def _usable(img: Path, pts: np.ndarray, skipped: dict) -> bool:
     if pts.shape != (N_POINTS, 2):
         _skip(skipped, f"not {N_POINTS} points")
@@ -129,6 +144,8 @@ def load_corrections(path: Path) -> Loaded:
     skipped: dict[str, int] = {}
     if (path / JOURNAL).is_file():
         source, raw = "review corrections", _from_store(path)
+    elif pts_folder.is_run_folder(path):
+        source, raw = "autolabel run (.pts folder)", _from_run(path, skipped)
     else:
         source, raw = "300-W folder", _from_300w(path, skipped)
     if not raw and not skipped:
