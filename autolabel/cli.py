@@ -57,6 +57,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
     quiet: Quiet = False,
+    engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",
+    address: Annotated[str | None, typer.Option(help="with --engine ray: the cluster, auto or HOST:PORT (default: start Ray here)")] = None,
 ):
     """Detect every face and predict 68 points; write Parquet or .pts files.
 
@@ -70,7 +72,7 @@ def run(
     det_kw = {"upsample": upsample if upsample == "auto" else int(upsample), "max_side": max_side, "min_face_size": min_face_size}
     try:
         summary = labelling.run(paths, out, fmt, model, detector=detector, detector_kw=det_kw, workers=workers, globs=glob,
-                                overwrite=overwrite, flip=not no_flip, progress=not quiet, command=_command())
+                                overwrite=overwrite, flip=not no_flip, progress=not quiet, command=_command(), engine=engine, address=address)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished batches are saved; rerun the same command to resume", err=True)
         raise typer.Exit(130)

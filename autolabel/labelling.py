@@ -16,7 +16,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from autolabel import __version__
 from autolabel.detectors import Detector, make_detector
 from autolabel.files import OutputLock, path_text
-from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, make_writer
+from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, is_parquet_dataset, make_writer
 from autolabel.geometry import CropTransform
 from autolabel.images import count_non_images, discover, load_image, to_8bit
 from autolabel.predictor import Predictor, crop_faces
@@ -99,6 +99,16 @@ class Summary:
     def exit_code(self) -> int:
         """0: every image was read; 1: some images failed."""
         return 1 if self.errors else 0
+
+    def add(self, r: ImageResult) -> None:
+        """Count one image's result."""
+        self.images += 1
+        self.faces += len(r.faces)
+        self.no_face += r.status == "no_face"
+        if r.error:
+            self.errors += 1
+            if len(self.error_examples) < 10:
+                self.error_examples.append(f"{r.path}: {r.error}")
 
     def text(self) -> str:
         rate = self.images / self.seconds if self.seconds else 0.0
@@ -212,7 +222,6 @@ def label_paths(
     t0 = time.time()
     s = Summary(non_images=count_non_images(inputs))
     done = writer.done_keys() if resume else {}
-    model_id = predictor.model_id
     if workers is None:
         workers = default_workers()
 
@@ -228,25 +237,9 @@ def label_paths(
 
     def emit() -> None:
         nonlocal n_faces
-        crops = [j.crops for j in pending if j.crops is not None and len(j.crops)]
-        ts = [t for j in pending for t in j.transforms]
-        pts, conf = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
-        k = 0
-        for j in pending:
-            faces = []
-            for b in j.boxes:
-                faces.append(Face(b, pts[k], float(conf[k]), "model", model_id))
-                k += 1
-            r = ImageResult(j.path, j.width, j.height, tuple(faces), j.error)
-            rel, stat = names.pop(j.path)
-            writer.write_result(r, rel, stat)
-            s.images += 1
-            s.faces += len(faces)
-            s.no_face += r.status == "no_face"
-            if r.error:
-                s.errors += 1
-                if len(s.error_examples) < 10:
-                    s.error_examples.append(f"{j.path}: {r.error}")
+        for r in predict_jobs(predictor, pending):
+            writer.write_result(r, *names.pop(r.path))
+            s.add(r)
         writer.flush()  # a finished batch is durable: a kill loses at most the next one
         pending.clear()
         n_faces = 0
@@ -269,6 +262,10 @@ def label_paths(
         bar.close()
         s.seconds = time.time() - t0
     return s
+
+
+#: `autolabel run --engine`: this machine (worker processes) or a Ray cluster (`labelling_ray`)
+ENGINES = ("local", "ray")
 
 
 def _check_writable(out: Path, is_folder: bool) -> None:
@@ -296,31 +293,61 @@ def run(
     flip: bool = True,
     progress: bool = True,
     command: str = "",
+    engine: str = "local",
+    address: str | None = None,
+    ray_settings=None,
 ) -> Summary:
-    """`autolabel run`: label `paths` into `out` (a Parquet file, or a folder for `fmt` "pts"),
-    resuming unless `overwrite`. Raises UsageError before any work for a bad path or output.
+    """`autolabel run`: label `paths` into `out` (a Parquet file, or a folder for `fmt` "pts";
+    `fmt` "parquet" and a folder: a Parquet dataset), resuming unless `overwrite`. Raises
+    UsageError before any work for a bad path or output.
+
+    `engine` "ray" labels on a Ray cluster (`labelling_ray.label_paths_ray`; `address` as
+    `ray.init` takes it, `ray_settings` a `labelling_ray.RaySettings`); there a folder `out`
+    is a Parquet dataset unless `fmt` says otherwise.
 
     On KeyboardInterrupt the output is left unmerged (finished batches are saved) so that
     rerunning the same call resumes.
     """
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if engine == "ray":
+        try:
+            from autolabel import labelling_ray
+        except ImportError as e:
+            if (e.name or "ray").partition(".")[0] != "ray":
+                raise
+            raise UsageError("--engine ray needs Ray: pip install 'autolabel[ray]'") from None
+        if workers is not None:
+            raise UsageError("--workers is for --engine local; Ray sizes its tasks from the cluster")
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     kind = guess_format(out, fmt)
-    if kind != FOLDER_FORMAT and out.is_dir():
+    if engine == "ray" and fmt is None and kind == FOLDER_FORMAT:
+        kind = "parquet"  # a folder: a Parquet dataset
+    dataset = kind == "parquet" and is_parquet_dataset(out)
+    if kind != FOLDER_FORMAT and not dataset and out.is_dir():
         raise UsageError(f"{out} is a folder; give a file name ({', '.join(EXTENSIONS)}) or --format {FOLDER_FORMAT}")
-    folder_out = kind == FOLDER_FORMAT
+    folder_out = kind == FOLDER_FORMAT or dataset
     _check_writable(out, is_folder=folder_out)
     # one run per output: a second one would mix its part files and rows with ours
     with OutputLock(out / ".autolabel.lock" if folder_out else out.with_name(out.name + ".lock"), str(out)):
         workers = default_workers() if workers is None else workers
-        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=inference_threads(workers)))
+        threads = inference_threads(workers) if engine == "local" else 1  # a Ray driver only reads the model's version
+        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=threads))
         detector_kw = detector_kw or {}
         meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
                 "detector": {"name": detector, **detector_kw}, "command": command,
                 "inputs": [path_text(_absolute(p)) for p in paths], "image_root": path_text(image_root(paths))}
         writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
-        summary = label_paths(paths, writer, predictor, detector, detector_kw, workers, globs, resume=not overwrite, progress=progress)
+        if engine == "ray":
+            settings = ray_settings or labelling_ray.RaySettings()
+            settings = replace(settings, address=address) if address else settings
+            summary = labelling_ray.label_paths_ray(paths, writer, predictor, runtime, model, flip, detector, detector_kw, globs,
+                                                    resume=not overwrite, progress=progress, settings=settings)
+        else:
+            summary = label_paths(paths, writer, predictor, detector, detector_kw, workers, globs, resume=not overwrite,
+                                  progress=progress)
         writer.close()
     return summary
 

@@ -41,10 +41,16 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _parquet(out: Path, **kw) -> Writer:
-    from autolabel.formats.parquet import ParquetWriter
+def is_parquet_dataset(out: Path) -> bool:
+    """Whether Parquet output to `out` is a dataset (a folder of part files) rather than one file:
+    an existing folder, or a name without the .parquet suffix."""
+    return Path(out).is_dir() or Path(out).suffix.lower() != ".parquet"
 
-    return ParquetWriter(out, **kw)
+
+def _parquet(out: Path, **kw) -> Writer:
+    from autolabel.formats.parquet import ParquetDatasetWriter, ParquetWriter
+
+    return (ParquetDatasetWriter if is_parquet_dataset(out) else ParquetWriter)(out, **kw)
 
 
 def _pts(out: Path, **kw) -> Writer:

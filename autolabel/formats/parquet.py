@@ -147,14 +147,15 @@ class ParquetWriter:
 
     def __init__(self, out: Path, metadata: dict | None = None, part_rows: int = 256, overwrite: bool = False):
         self.out = Path(out)
-        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.parts = self._parts_folder()
         self.metadata = metadata or {}
         self.buf: list[dict] = []
         if overwrite:
-            self.out.unlink(missing_ok=True)
+            if self.out.is_file():
+                self.out.unlink()
             for p in self.parts.glob("*.parquet") if self.parts.is_dir() else []:
                 p.unlink()
-        elif self.out.exists():
+        elif self.out.is_file():
             _check_resumable(self.out)  # before anything is created beside it
         remove_stale_temps(self.out.parent, self.out.name)  # a merge killed mid-write
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -162,6 +163,14 @@ class ParquetWriter:
             tmp.unlink()
         existing = sorted(self.parts.glob("part-*.parquet"))
         self.n_parts = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+
+    def _parts_folder(self) -> Path:
+        return self.out.with_name(self.out.name + ".parts")
+
+    def _schema(self) -> pa.Schema:
+        """SCHEMA with the run's metadata (the `autolabel` key)."""
+        meta = {**self.metadata, "schema_version": SCHEMA_VERSION, "points": POINTS_LAYOUT}
+        return SCHEMA.with_metadata({b"autolabel": json.dumps(meta).encode()})
 
     def _files(self) -> list[Path]:
         return ([self.out] if self.out.is_file() else []) + sorted(self.parts.glob("part-*.parquet"))
@@ -190,7 +199,7 @@ class ParquetWriter:
     def flush(self) -> None:
         if not self.buf:
             return
-        table = pa.Table.from_pylist(self.buf, schema=SCHEMA)
+        table = pa.Table.from_pylist(self.buf, schema=self._schema())
         with atomic_path(self.parts / f"part-{self.n_parts:06d}.parquet") as tmp:
             pq.write_table(table, tmp)
         self.n_parts += 1
@@ -204,12 +213,8 @@ class ParquetWriter:
         """
         self.flush()
         files = self._files()
-        newest: dict[str, int] = {}
-        for i, f in enumerate(files):
-            for p in pq.read_table(f, columns=["abs_path"]).column(0).to_pylist():
-                newest[p] = i
-        meta = {b"autolabel": json.dumps({**self.metadata, "schema_version": SCHEMA_VERSION, "points": POINTS_LAYOUT}).encode()}
-        with atomic_path(self.out) as tmp, pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
+        newest = _newest(files)
+        with atomic_path(self.out) as tmp, pq.ParquetWriter(tmp, self._schema()) as w:
             pending: list[pa.Table] = []
             n = 0
             for i, f in enumerate(files):
@@ -232,6 +237,41 @@ class ParquetWriter:
             self.parts.rmdir()
         except OSError:
             pass
+
+
+class ParquetDatasetWriter(ParquetWriter):
+    """A `formats.Writer` for a Parquet dataset: the folder `out` of part files, which pandas,
+    pyarrow and DuckDB read as one table. The parts (each written atomically, each carrying the
+    run metadata) are the output: nothing is merged, so a run of millions of images never
+    rewrites its rows at the end. `close()` only removes rows that a newer part replaces (an image
+    retried after an error), so each image keeps one set of rows."""
+
+    def _parts_folder(self) -> Path:
+        return self.out
+
+    def close(self) -> None:
+        self.flush()
+        files = self._files()
+        newest = _newest(files)
+        for i, f in enumerate(files):
+            t = pq.read_table(f)
+            keep = np.array([newest[p] == i for p in t.column("abs_path").to_pylist()], dtype=bool)
+            if keep.all():
+                continue
+            if keep.any():
+                with atomic_path(f) as tmp:
+                    pq.write_table(t.filter(pa.array(keep)), tmp)
+            else:
+                f.unlink()
+
+
+def _newest(files: list[Path]) -> dict[str, int]:
+    """abs_path -> index of the last of `files` with rows for it (newer rows replace older ones)."""
+    newest: dict[str, int] = {}
+    for i, f in enumerate(files):
+        for p in pq.read_table(f, columns=["abs_path"]).column(0).to_pylist():
+            newest[p] = i
+    return newest
 
 
 def _check_resumable(out: Path) -> None:
