@@ -125,3 +125,13 @@ def fingerprint(samples: list[Sample]) -> str:
         h.update(str(s.image).encode())
         h.update(np.ascontiguousarray(s.points, dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
+
+
+def split_by_name(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation): a face is held out when the hash of its file name falls in the first
+    `fraction` of the hash range, so the split does not depend on folder order or location."""
+
+    def held_out(s: Sample) -> bool:
+        return int(hashlib.sha256(s.image.name.encode()).hexdigest()[:8], 16) < fraction * 16**8
+
+    return [s for s in samples if not held_out(s)], [s for s in samples if held_out(s)]

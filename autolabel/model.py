@@ -20,15 +20,69 @@ from autolabel.resources import shipped_model
 from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks"
-FORMAT_VERSION = 1
+#: 2: the file names its architecture ("arch"); version-1 files are all "resnet18-1ch-136".
+FORMAT_VERSION = 2
+#: v1: global pool -> 136 regression; v2: heatmaps + soft-argmax (`HeatmapNet`).
+ARCHS = ("resnet18-1ch-136", "resnet18-1ch-hm")
 
 
-def build_network() -> nn.Module:
+def build_network(arch: str = ARCHS[0]) -> nn.Module:
+    """A torchvision resnet18 (weights=None) with a 1-channel first conv, and the named head."""
     from torchvision.models import resnet18
 
     net = resnet18(weights=None, num_classes=2 * N_POINTS)
     net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return net
+    if arch == "resnet18-1ch-136":
+        return net
+    if arch == "resnet18-1ch-hm":
+        return HeatmapNet(net)
+    raise ValueError(f"unknown architecture {arch!r} (this autolabel knows {', '.join(ARCHS)})")
+
+
+def arch_of(net: nn.Module) -> str:
+    """The `ARCHS` name of a network built by `build_network`."""
+    return "resnet18-1ch-hm" if isinstance(net, HeatmapNet) else "resnet18-1ch-136"
+
+
+class HeatmapNet(nn.Module):
+    """ResNet18 trunk (stride 32) -> two 2x transposed convs (stride 8) -> 68 heatmaps ->
+    softmax over space -> expected (x, y) at the cell centres (integral regression).
+
+    `forward` returns the same 136 normalised values as the regression net, so losses, flip
+    averaging and the model file treat both alike. `forward_full` also returns a log scale per
+    point (a Laplace sigma in normalised units) read out from detached features, so training it
+    never moves the points.
+    """
+
+    def __init__(self, resnet: nn.Module, mid: int = 128):
+        super().__init__()
+        r = resnet
+        self.trunk = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(512, mid, 4, 2, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, mid, 4, 2, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+        )
+        self.logits = nn.Conv2d(mid, N_POINTS, 1)
+        self.scale = nn.Sequential(nn.Conv2d(mid, 64, 1), nn.ReLU(inplace=True), nn.Conv2d(64, N_POINTS, 1))
+        # Where the labels sit relative to the image content, normalised units, learned. The 300-W
+        # labels sit ~1 px right of what they mark (model-facts.md); a flip mirrors that offset, so a
+        # net trained with flips learns neither side and lands ~1 px left of its own training labels.
+        # `forward` predicts the content; the offset is added in the labels' (unmirrored) frame.
+        self.label_offset = nn.Parameter(torch.zeros(2))
+
+    def forward_full(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.up(self.trunk(x))
+        b, _, hh, ww = h.shape
+        p = self.logits(h).flatten(2).softmax(-1).view(b, N_POINTS, hh, ww)
+        # cell centres in normalised crop units: the convention of to_norm
+        xs = (torch.arange(ww, dtype=h.dtype, device=h.device) + 0.5) / ww - 0.5
+        ys = (torch.arange(hh, dtype=h.dtype, device=h.device) + 0.5) / hh - 0.5
+        pts = torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=-1)
+        log_sigma = (p.detach() * self.scale(h.detach())).flatten(2).sum(-1)
+        return pts, log_sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_full(x)[0].flatten(1)
 
 
 def normalise_images(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +117,7 @@ class LandmarkModel:
         """Save atomically; returns the content hash (the model version)."""
         sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
         buf = io.BytesIO()
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "resnet18-1ch-136",
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch_of(self.net),
                     "input_size": self.input_size, "meta": self.meta, "state_dict": sd}, buf)
         data = buf.getvalue()
         atomic_write_bytes(Path(path), data)
@@ -85,7 +139,10 @@ def load_model(path: str | Path | None = None) -> LandmarkModel:
         raise ModelError(f"{path}: not an autolabel model (no '{FORMAT}' header)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise ModelError(f"{path}: made by a newer autolabel (format {ckpt['format_version']})")
-    net = build_network()
+    try:
+        net = build_network(ckpt.get("arch", ARCHS[0]))
+    except ValueError as e:
+        raise ModelError(f"{path}: {e}") from None
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     except (RuntimeError, KeyError) as e:
@@ -116,12 +173,16 @@ class InferenceGraph(nn.Module):
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = crops.shape[-1]
         x = normalise_images(crops)
+        # the learned label offset (HeatmapNet) lives in the unmirrored frame: added after averaging
+        offset = getattr(self.net, "label_offset", None)
         if not self.flip:
-            pts = from_norm(self.net(x).reshape(-1, N_POINTS, 2), size)
+            y = self.net(x).reshape(-1, N_POINTS, 2)
+            pts = from_norm(y if offset is None else y + offset, size)
             return pts, torch.full_like(pts[..., 0], float("nan"))
         a, b = self.net(torch.cat([x, x.flip(-1)])).reshape(-1, N_POINTS, 2).chunk(2)
         b = b[:, self.mirror] * self.mirror_x
-        pts = from_norm((a + b) / 2, size)
+        y = (a + b) / 2
+        pts = from_norm(y if offset is None else y + offset, size)
         return pts, (from_norm(a, size) - from_norm(b, size)).norm(dim=-1)
 
 

@@ -45,7 +45,7 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema)
     full = fit(cfg, tiny, None, tmp_path / "full", progress=False).history
     # simulate a stop after 3 epochs by training a 6-epoch recipe in two calls
     calls = {"n": 0}
-    real = loop.augment
+    real = loop.augment_with_flip
 
     def stop_after(*a, **k):
         calls["n"] += 1
@@ -56,10 +56,10 @@ def test_interrupted_epoch_resumes_identically(tiny, tmp_path, monkeypatch, ema)
             os.kill(os.getpid(), signal.SIGINT)
         return real(*a, **k)
 
-    monkeypatch.setattr(loop, "augment", stop_after)
+    monkeypatch.setattr(loop, "augment_with_flip", stop_after)
     part = fit(cfg, tiny, None, tmp_path / "split", progress=False)
     assert part.interrupted and part.history["epoch"] == [1, 2, 3]
-    monkeypatch.setattr(loop, "augment", real)
+    monkeypatch.setattr(loop, "augment_with_flip", real)
     rest = fit(cfg, tiny, None, tmp_path / "split", progress=False).history
     np.testing.assert_allclose(rest["train_loss"], full["train_loss"], rtol=1e-4)
     a, b = (torch.load(d / "last.pt", weights_only=True)["net"] for d in (tmp_path / "full", tmp_path / "split"))

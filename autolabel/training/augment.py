@@ -70,6 +70,13 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentC
 
     Returns float images in [0, 255] (B, size, size) and points in crop pixels.
     """
+    out, pts, _ = augment_with_flip(images, points, size, cfg, g)
+    return out, pts
+
+
+def augment_with_flip(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentConfig,
+                      g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`augment`, plus the (B,) mask of the faces it mirrored (the label offset needs it)."""
     m, flip = random_matrices(images.shape[0], images.shape[-1], size, cfg, g)
     out, pts = warp(images, points, m, flip, size)
     b = images.shape[0]
@@ -78,7 +85,7 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentC
         br = (torch.rand(b, 1, 1, generator=g) * 2 - 1) * cfg.brightness * 255
         mean = out.mean(dim=(1, 2), keepdim=True)
         out = ((out - mean) * c + mean + br).clamp(0, 255)
-    return out, pts
+    return out, pts, flip
 
 
 def center_crop(images: torch.Tensor, points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from autolabel.files import atomic_path
-from autolabel.model import LandmarkModel, build_network
+from autolabel.model import ARCHS, LandmarkModel, build_network
 from autolabel.training.ema import WeightAverage
 from autolabel.types import ModelError
 
@@ -103,7 +103,7 @@ def load_best(folder: Path) -> tuple[nn.Module, dict]:
     """The best (or, without validation, the last) weights of a run in `folder`, and the checkpoint."""
     path = folder / BEST if (folder / BEST).is_file() else folder / LAST
     ck = load_checkpoint(path)
-    net = build_network()
+    net = build_network(ck["config"].get("arch", ARCHS[0]))
     net.load_state_dict(ck["net"])
     net.eval()
     return net, ck

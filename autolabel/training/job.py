@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from autolabel.datasets import Canvases, Sample, build_canvases, detect_boxes, find_samples, fingerprint
+from autolabel.datasets import Canvases, Sample, build_canvases, detect_boxes, find_samples, fingerprint, split_by_name
 from autolabel.detectors import make_detector
 from autolabel.model import load_model
 from autolabel.resources import data_root
@@ -28,7 +28,10 @@ def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True) -> t
     """Samples with detector boxes (cached in out/boxes.json) and their canvases."""
     det = make_detector("hog")
     train_s = detect_boxes(find_samples(*[root / p for p in cfg.train]), det, out / "boxes.json", progress)
-    val_s = detect_boxes(find_samples(*[root / p for p in cfg.val]), det, out / "boxes.json", progress) if cfg.val else []
+    if cfg.val_fraction:  # validation held out of the training folders; `val` (the test set) is not looked at
+        train_s, val_s = split_by_name(train_s, cfg.val_fraction)
+    else:
+        val_s = detect_boxes(find_samples(*[root / p for p in cfg.val]), det, out / "boxes.json", progress) if cfg.val else []
     train_c = build_canvases(train_s, cfg.input_size, cfg.context, "det", progress)
     val_c = build_canvases(val_s, cfg.input_size, 1.0, "det", progress) if val_s else None
     return train_s, val_s, train_c, val_c
@@ -53,6 +56,9 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
         "train_hog_boxes": sum(s.box is not None for s in train_s),
         "train_fingerprint": fingerprint(train_s),
         "val_faces": len(val_s),
+        "val_fingerprint": fingerprint(val_s),
+        "val_split": f"{cfg.val_fraction:.0%} of the training faces by file-name hash" if cfg.val_fraction else "+".join(cfg.val),
+        "arch": cfg.arch,
     }
     if init_model is not None:
         meta["init"] = {"path": str(init), "model_version": init_model.model_id, "meta": init_model.meta}

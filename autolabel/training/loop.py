@@ -6,6 +6,7 @@ beside it, so the loop is only the loop.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from autolabel.datasets import Canvases
 from autolabel.metrics import nme
 from autolabel.model import build_network, normalise_images, predict_crops, to_norm
-from autolabel.training.augment import AugmentConfig, augment, center_crop
+from autolabel.training.augment import AugmentConfig, augment_with_flip, center_crop
 from autolabel.training.checkpoints import CheckpointSaver, TrainState
 from autolabel.training.ema import WeightAverage
 from autolabel.types import TrainResult, UsageError
@@ -44,6 +45,9 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and ship an exponential moving average of the weights (decay per step)
     seed: int = 0
     threads: int = 2
+    arch: str = "resnet18-1ch-136"  # model.ARCHS
+    val_fraction: float = 0.0  # > 0: validate on this share of the training faces (by file-name hash) instead of `val`
+    sigma_weight: float = 0.0  # > 0: also train the per-point scale of a heatmap net (Laplace NLL on detached errors)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
@@ -145,6 +149,17 @@ def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: 
     return nme(np.concatenate(preds), np.concatenate(gts))
 
 
+def in_label_frame(net: nn.Module, pred: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """Content predictions (B, 68, 2) -> the labels' frame: add the net's learned label offset,
+    mirrored in x for the faces the augmentation flipped (their labels' offset was mirrored too)."""
+    offset = getattr(net, "label_offset", None)
+    if offset is None:
+        return pred
+    sign = torch.ones(len(pred), 1, 2)
+    sign[flipped, 0, 0] = -1
+    return pred + sign * offset
+
+
 class _Interrupt:
     """Turn SIGTERM/SIGINT into a flag checked between steps, so a stop saves `last.pt`."""
 
@@ -183,9 +198,8 @@ def fit(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    net = build_network()
-    if init is not None:
-        net.load_state_dict(init.state_dict())
+    # finetuning keeps the architecture of the weights it starts from
+    net = copy.deepcopy(init) if init is not None else build_network(cfg.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15 if init is None else 0.05)
@@ -210,9 +224,17 @@ def fit(
             bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
             for step in range(steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                imgs, pts = augment(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, st.rng)
-                pred = net(normalise_images(imgs)).view(len(idx), -1, 2)
-                loss = crit(pred, to_norm(pts, cfg.input_size))
+                imgs, pts, flipped = augment_with_flip(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, st.rng)
+                target = to_norm(pts, cfg.input_size)
+                if cfg.sigma_weight:
+                    pred, log_sigma = net.forward_full(normalise_images(imgs))
+                    pred = in_label_frame(net, pred, flipped)
+                    # Laplace NLL of the detached error: only the scale read-out learns from it
+                    err = (pred.detach() - target).abs().sum(-1)
+                    loss = crit(pred, target) + cfg.sigma_weight * (err * torch.exp(-log_sigma) + 2 * log_sigma).mean()
+                else:
+                    pred = in_label_frame(net, net(normalise_images(imgs)).view(len(idx), -1, 2), flipped)
+                    loss = crit(pred, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
