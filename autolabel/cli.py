@@ -3,6 +3,8 @@
     autolabel run ./photos --out labels.parquet
     autolabel train --recipe model/recipe.toml --out runs/shipped
     autolabel eval --data ../shared/data/300w/helen/testset
+    autolabel export labels.parquet --to coco --out faces.json
+    autolabel audit ../shared/data/300w/helen/testset --out audit.parquet
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import typer
 
 from autolabel import catalog, evaluate, labelling
 from autolabel.detectors import DEFAULT_SETTINGS, DETECTORS
-from autolabel.formats import WRITERS
+from autolabel.formats import READERS, WRITERS
 from autolabel.formats.corrections import export_300w
 from autolabel.formats.pts_folder import is_run_folder
 from autolabel.types import AutolabelError, UsageError
@@ -45,7 +47,7 @@ def _command() -> str:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet, or a folder for 300-W .pts files")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet (.json: COCO, .xml: dlib, .csv), or a folder for 300-W .pts files")],
     fmt: Annotated[Optional[str], typer.Option("--format", help=f"{' | '.join(WRITERS)} (default: from --out)")] = None,
     model: Model = None,
     detector: Annotated[str, typer.Option(help=f"{' | '.join(DETECTORS)} (cnn: dlib MMOD, slow on CPU)")] = "hog",
@@ -60,7 +62,7 @@ def run(
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",
     address: Annotated[str | None, typer.Option(help="with --engine ray: the cluster, auto or HOST:PORT (default: start Ray here)")] = None,
 ):
-    """Detect every face and predict 68 points; write Parquet or .pts files.
+    """Detect every face and predict 68 points; write Parquet, .pts, COCO, dlib XML, CSV or Label Studio.
 
     Exit status: 0 all images read, 1 some images failed (error rows), 2 usage error.
     Rerunning with the same --out resumes: images already labelled are skipped.
@@ -122,7 +124,7 @@ def eval_(
 
 @app.command()
 def review(
-    labels: Annotated[Path, typer.Argument(help="labels.parquet written by autolabel run")],
+    labels: Annotated[Path, typer.Argument(help="labels.parquet (autolabel run or audit), a --format pts run folder, or labels in any readable format")],
     corrections: Annotated[Path, typer.Option(help="folder for the corrections journal and state")] = Path("corrections"),
     root: Annotated[Optional[Path], typer.Option(help="folder the labels' relative image paths start from (if the images moved)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
@@ -135,15 +137,14 @@ def review(
 ):
     """Review and correct labels in the browser; every action is saved as it happens (--model predicts faces added by a box)."""
     _check_port(host, port)  # before loading anything: a busy port is one line, not a traceback
-    if not labels.is_file() and not is_run_folder(labels):
-        what = "a folder without an index.csv" if labels.is_dir() else "no such file"
-        raise UsageError(f"{labels}: {what}; review opens what `autolabel run` wrote: labels.parquet, or a --format pts folder")
     from autolabel.review.access import credentials
-    from autolabel.review.app import serve  # gradio
 
     creds = credentials(auth, auth_file)
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
+    labels = as_reviewable(labels, corrections, root)
+    from autolabel.review.app import serve  # gradio
+
     # Gradio's own start-up text ends in a `share=True` hint a CLI user cannot act on: start it
     # quietly and say where it listens.
     demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, user=user, block=False)
@@ -153,6 +154,28 @@ def review(
             time.sleep(0.5)
     except KeyboardInterrupt:
         demo.close()
+
+
+def as_reviewable(labels: Path, corrections: Path, root: Path | None) -> Path:
+    """What review opens: a labels Parquet or a run folder as is; labels in another readable
+    format are converted (again, each time) into the corrections folder's `labels.parquet`."""
+    from autolabel.formats import detect_format, read_labels_any, write_labels
+
+    accepts = "review opens what `autolabel run` or `autolabel audit` wrote (labels.parquet, a --format pts folder) or labels in any readable format"
+    if not labels.exists():
+        raise UsageError(f"{labels}: no such file; {accepts}")
+    if (labels.is_file() and labels.suffix.lower() == ".parquet") or is_run_folder(labels):
+        return labels
+    fmt = detect_format(labels)
+    if fmt == "corrections":
+        raise UsageError(f"{labels}: a corrections folder; {accepts} (autolabel export turns corrections into any of them)")
+    read = read_labels_any(labels, fmt, root)
+    if not read.n_faces:
+        raise UsageError(f"{labels}: no labelled faces read from it as {fmt} ({len(read.skipped)} items skipped); {accepts}")
+    typer.echo(read.summary(), err=True)
+    converted = corrections / "labels.parquet"
+    write_labels(read, converted, "parquet", metadata={"converted_from": str(labels.absolute()), "format": fmt})
+    return converted
 
 
 def _check_port(host: str, port: int) -> None:
@@ -174,22 +197,71 @@ def _check_port(host: str, port: int) -> None:
 
 @app.command()
 def export(
-    corrections: Annotated[Path, typer.Argument(help="corrections folder written by autolabel review")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the 300-W copy (image + .pts per face)")],
+    source: Annotated[Path, typer.Argument(help="labels: a labels Parquet, a corrections folder, a 300-W folder, or a COCO / dlib XML / CSV / Label Studio file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the file (or, for pts, the folder) to write; nothing is written outside it")],
+    to: Annotated[str | None, typer.Option("--to", help=f"{' | '.join(WRITERS)} (default: from --out: .parquet, .json = coco, .xml = dlib, .csv; else pts)")] = None,
+    from_format: Annotated[str | None, typer.Option("--from-format", help=f"{' | '.join(READERS)} (default: found from SOURCE)")] = None,
+    root: Annotated[Path | None, typer.Option(help="folder the labels' image paths start from (if the images moved)")] = None,
 ):
-    """Write accepted and corrected faces as a 300-W folder (what finetune and other tools read)."""
-    res = export_300w(corrections, out)
-    typer.echo(f"wrote {res.faces} faces to {out}" + (f"; {len(res.missing_images)} images missing" if res.missing_images else ""))
-    if res.refused:
-        for why in res.refused[:10]:
+    """Convert labels between formats (read -> faces -> write); e.g. reviewed corrections to COCO.
+
+    A corrections folder gives its accepted and corrected faces; as pts (a folder --out) it is
+    written as a 300-W copy, image + .pts per face. Items that cannot be read (another keypoint
+    count, missing points, missing images) are skipped and listed. Exit status 1 when a face is
+    refused because its file would go outside --out.
+    """
+    from autolabel.formats import detect_format, guess_format
+    from autolabel.formats import export as convert
+
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--root {root}: no such folder")
+    fmt = from_format or detect_format(source)
+    if fmt == "corrections" and guess_format(out, to) == "pts":
+        res = export_300w(source, out)
+        typer.echo(f"wrote {res.faces} faces to {out}" + (f"; {len(res.missing_images)} images missing" if res.missing_images else ""))
+        refused = list(res.refused)
+    else:
+        labels, refused = convert(source, out, to, fmt, root, metadata={"command": _command(), "source": str(source)})
+        typer.echo(labels.summary(), err=True)
+        typer.echo(f"wrote {labels.n_faces} faces in {len(labels.images) - len(refused)} images to {out}")
+    if refused:
+        for why in refused[:10]:
             typer.echo(f"  refused: {why}", err=True)
-        typer.echo(f"{len(res.refused)} faces refused: their files would go outside {out}", err=True)
+        typer.echo(f"{len(refused)} refused: their files would go outside {out}", err=True)
         raise typer.Exit(1)
 
 
 @app.command()
+def audit(
+    dataset: Annotated[Path, typer.Argument(help="labels to check, in any readable format (a 300-W folder, COCO, dlib XML, ...)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the audit file (a labels Parquet, worst first)")] = Path("audit.parquet"),
+    model: Model = None,
+    from_format: Annotated[str | None, typer.Option("--from-format", help=f"{' | '.join(READERS)} (default: found from DATASET)")] = None,
+    root: Annotated[Path | None, typer.Option(help="folder the labels' image paths start from (if the images moved)")] = None,
+    quiet: Quiet = False,
+):
+    """Find the wrong labels in a dataset: predict every labelled face, rank by disagreement.
+
+    Then `autolabel review audit.parquet` shows the worst first.
+    """
+    from autolabel.audit import audit as run_audit
+    from autolabel.formats import read_labels_any
+    from autolabel.predictor import Predictor
+    from autolabel.runtimes import make_runtime
+
+    if out.suffix.lower() != ".parquet":
+        raise UsageError(f"--out {out}: the audit is written as Parquet; give a .parquet name")
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--root {root}: no such folder")
+    labels = read_labels_any(dataset, from_format, root)
+    res = run_audit(labels, Predictor(make_runtime("torch", model)), out, metadata={"command": _command()}, progress=not quiet)
+    typer.echo(res.text(), err=True)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def finetune(
-    source: Annotated[Path, typer.Option("--from", help="corrections folder (autolabel review) or a 300-W folder (image + .pts)")],
+    source: Annotated[Path, typer.Option("--from", help="corrections folder (autolabel review), a 300-W folder (image + .pts) or labels in any readable format")],
     model: Model = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for the new model version (default: models/ft-<time>)")] = None,
     replay: Annotated[Optional[list[Path]], typer.Option(help="original training faces to mix in (300-W folders)")] = None,

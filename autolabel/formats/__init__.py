@@ -3,15 +3,20 @@ registry that feeds `autolabel run --format`.
 
 Modules: `parquet.py` (one row per face), `pts.py` (the 300-W `.pts` file itself),
 `pts_folder.py` (a 300-W folder of `.pts` files), `corrections.py` (the review corrections
-journal, reading it back, and its export as a 300-W folder).
+journal, reading it back, and its export as a 300-W folder); the interchange formats `coco.py`,
+`dlib_xml.py`, `csv_wide.py`, `label_studio.py` on `labelset.py` (the `LabelSet` every reader
+returns, the streaming single-file writer they share). `READERS` feeds every command that reads
+labels (`export`, `review`, `finetune --from`, `audit`).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Protocol
 
+from autolabel.formats.labelset import LabelSet
 from autolabel.types import ImageResult, UsageError
 
 
@@ -59,8 +64,44 @@ def _pts(out: Path, **kw) -> Writer:
     return PtsFolderWriter(out, **kw)
 
 
+def _single_file(module: str, cls: str) -> Callable[..., Writer]:
+    """A factory for an interchange writer (`labelset.PartsWriter`), imported when made."""
+
+    def make(out: Path, **kw) -> Writer:
+        return getattr(importlib.import_module(f"autolabel.formats.{module}"), cls)(out, **kw)
+
+    return make
+
+
 #: name -> factory(out, metadata=None, overwrite=False)
-WRITERS: dict[str, Callable[..., Writer]] = {"parquet": _parquet, "pts": _pts}
+WRITERS: dict[str, Callable[..., Writer]] = {
+    "parquet": _parquet,
+    "pts": _pts,
+    "coco": _single_file("coco", "CocoWriter"),
+    "dlib": _single_file("dlib_xml", "DlibXmlWriter"),
+    "csv": _single_file("csv_wide", "CsvWriter"),
+    "label-studio": _single_file("label_studio", "LabelStudioWriter"),
+}
+
+
+def _reader(module: str) -> Callable[..., LabelSet]:
+    def read(path: Path, root: Path | None = None, check_images: bool = True) -> LabelSet:
+        return importlib.import_module(f"autolabel.formats.{module}").read(path, root=root, check_images=check_images)
+
+    return read
+
+
+#: name -> read(path, root=None, check_images=True) -> LabelSet: every reader returns the same
+#: in-memory form and reports bad items in it (`LabelSet.skipped`) instead of raising
+READERS: dict[str, Callable[..., LabelSet]] = {
+    "parquet": _reader("parquet"),
+    "pts": _reader("pts_folder"),
+    "corrections": _reader("corrections"),
+    "coco": _reader("coco"),
+    "dlib": _reader("dlib_xml"),
+    "csv": _reader("csv_wide"),
+    "label-studio": _reader("label_studio"),
+}
 
 
 #: `--out` suffix -> the format it picks (only formats registered in WRITERS count); an `--out`
@@ -102,3 +143,65 @@ def read_labels(path: Path):
     from autolabel.formats.parquet import read_labels as read_parquet
 
     return read_parquet(path)
+
+
+def detect_format(path: Path) -> str:
+    """Which reader reads `path`: a folder with a review journal is a corrections folder, another
+    folder a 300-W folder; a file goes by its suffix (EXTENSIONS), a `.json` by its content (a
+    list of tasks, or an object with `data` and no `images`: Label Studio; else COCO)."""
+    path = Path(path)
+    if path.is_dir():
+        return "corrections" if (path / "journal.jsonl").is_file() else FOLDER_FORMAT
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16).lstrip()
+        ls = head.startswith("[") or (head.startswith("{") and '"images"' not in head and '"data"' in head)
+        return "label-studio" if ls else "coco"
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    raise UsageError(f"{path}: cannot tell its format from the name; readable: a folder, or {', '.join(EXTENSIONS)} files")
+
+
+def read_labels_any(path: Path, fmt: str | None = None, root: Path | None = None, check_images: bool = True) -> LabelSet:
+    """Labels in any readable format (`fmt`, else found by `detect_format`) as a LabelSet."""
+    fmt = fmt or detect_format(path)
+    if fmt not in READERS:
+        raise UsageError(f"unknown format {fmt!r}; readable: {', '.join(READERS)}")
+    return READERS[fmt](Path(path), root=root, check_images=check_images)
+
+
+def safe_name(name: str) -> str | None:
+    """`name` as a relative posix path that stays under an output folder, or None (absolute, a
+    drive, or climbing out with `..`): names read from other people's files decide output paths."""
+    p = PurePosixPath(str(name).replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or not p.parts or PureWindowsPath(str(name)).drive:
+        return None
+    return p.as_posix()
+
+
+def write_labels(labels: LabelSet, out: Path, kind: str, metadata: dict | None = None) -> list[str]:
+    """Write every image of `labels` to `out` as `kind` (from scratch). Returns the images refused
+    because their names lead outside `out` (one message each); they are not written."""
+    refused: list[str] = []
+    writer = make_writer(kind, Path(out), metadata=metadata, overwrite=True)
+    for name, r in labels.images:
+        rel = safe_name(name)
+        if rel is None:
+            refused.append(f"{labels.source}: image {name!r}: its name leads outside {out}")
+            continue
+        writer.write_result(r, rel, None)
+    writer.close()
+    return refused
+
+
+def export(source: Path, out: Path, to: str | None = None, fmt: str | None = None, root: Path | None = None,
+           metadata: dict | None = None) -> tuple[LabelSet, list[str]]:
+    """`autolabel export`: read `source` (any readable format, or `fmt`) and write its images to
+    `out` as `to` (default: from `out`'s suffix). Returns what was read (its `skipped`: items
+    that could not be read) and the images refused (`write_labels`)."""
+    kind = guess_format(Path(out), to)
+    labels = read_labels_any(source, fmt, root)
+    return labels, write_labels(labels, out, kind, metadata)

@@ -23,6 +23,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from autolabel.files import atomic_path, atomic_write_text, is_inside, repair_journal
+from autolabel.formats.labelset import LabelSet, read_with
 from autolabel.formats.pts import FaceFileNames, write_pts
 from autolabel.images import load_image
 from autolabel.markup import N_POINTS
@@ -263,3 +265,19 @@ def _no_exif_rotation(path: Path) -> bool:
             return im.getexif().get(0x0112, 1) == 1
     except OSError:
         return False
+
+
+def parse(folder: Path, skipped: list[str]) -> Iterator[dict]:
+    """Records (`formats.labelset`) of a corrections folder: its accepted and corrected faces,
+    grouped by image."""
+    images: dict[str, dict] = {}
+    for c in sorted(read_corrections(folder), key=lambda c: c.key):
+        rec = images.setdefault(c.image, {"image": c.image, "abs_path": c.abs_path, "item": f"image {c.image!r}", "faces": []})
+        rec["faces"].append({"item": f"face {c.key!r}", "box": list(c.box) if len(c.box) == 4 else None, "points": c.points,
+                             "source": c.status, "model_version": c.model_version})
+    yield from images.values()
+
+
+def read(folder: Path, root: Path | None = None, check_images: bool = True) -> LabelSet:
+    """A corrections folder's accepted and corrected faces as a LabelSet."""
+    return read_with(parse, "corrections", folder, root, check_images)

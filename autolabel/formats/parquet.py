@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autolabel.files import atomic_path, path_bytes, path_text, remove_stale_temps
+from autolabel.formats.labelset import LabelSet, read_with
 from autolabel.markup import N_POINTS
 from autolabel.types import FormatError, ImageResult, UsageError
 
@@ -288,3 +290,32 @@ def file_metadata(path: Path) -> dict:
     """The run metadata stored in an autolabel Parquet file."""
     md = pq.read_schema(path).metadata or {}
     return json.loads(md.get(b"autolabel", b"{}"))
+
+
+# ----------------------------------------------------------------------------------- reading
+def parse(path: Path, skipped: list[str]) -> Iterator[dict]:
+    """Records (`formats.labelset`) of a labels Parquet file (also an audit file), one per image
+    in file order."""
+    df = read_labels(path)
+    images: dict[str, dict] = {}
+    for row in df.itertuples(index=False):
+        rec = images.get(row.image)
+        if rec is None:
+            rec = images[row.image] = {"image": row.image, "abs_path": row.abs_path, "file_size": _opt(row.file_size),
+                                       "file_mtime_ns": _opt(row.file_mtime_ns), "width": _opt(row.width),
+                                       "height": _opt(row.height), "status": row.status, "error": row.error,
+                                       "item": f"image {row.image!r}", "faces": []}
+        if row.status == "ok" and row.points is not None:
+            rec["faces"].append({"item": f"face {_opt(row.face_index)}", "box": [row.box_x0, row.box_y0, row.box_x1, row.box_y1],
+                                 "det_score": row.det_score, "points": np.asarray(row.points, np.float64).reshape(-1, 2),
+                                 "confidence": row.confidence, "source": "model", "model_version": row.model_version})
+    yield from images.values()
+
+
+def _opt(v) -> int | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+
+
+def read(path: Path, root: Path | None = None, check_images: bool = True) -> LabelSet:
+    """A labels Parquet file as a LabelSet."""
+    return read_with(parse, "parquet", path, root, check_images)

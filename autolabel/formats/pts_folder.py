@@ -22,9 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from autolabel.files import atomic_path, atomic_write_text, is_inside, path_bytes, path_text, remove_stale_temps, repair_journal
+from autolabel.formats.labelset import LabelSet, message, read_with
 from autolabel.formats.parquet import SCHEMA, face_ids, result_rows
 from autolabel.formats.pts import FaceFileNames, read_pts, write_pts
 from autolabel.geometry import points_box
+from autolabel.images import image_beside
 from autolabel.types import AutolabelError, Box, Face, FormatError, ImageResult
 
 INDEX = "index.csv"
@@ -214,3 +216,28 @@ def read_run(path: Path):
             continue
         rows.extend(new)
     return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
+
+
+def parse_plain(folder: Path, skipped: list[str]) -> Iterator[dict]:
+    """Records of a plain 300-W folder: `NAME.pts` beside `NAME.jpg`, one face each."""
+    folder = Path(folder)
+    for pts in sorted(folder.rglob("*.pts")):
+        rel = pts.relative_to(folder).as_posix()
+        image = image_beside(pts)
+        if image is None:
+            skipped.append(message(folder, rel, "no image beside it (same name, an image extension)"))
+            continue
+        name = image.relative_to(folder).as_posix()
+        try:
+            face = {"item": rel, "points": read_pts(pts), "source": "pts"}
+        except AutolabelError as e:
+            face = {"item": rel, "problem": str(e).removeprefix(f"{pts}: ")}
+        yield {"image": name, "item": f"image {name!r}", "faces": [face]}
+
+
+def read(folder: Path, root: Path | None = None, check_images: bool = True) -> LabelSet:
+    """A 300-W folder as a LabelSet: a run folder through its index, else `.pts` beside images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FormatError(f"{folder}: not a folder")
+    return read_with(parse if is_run_folder(folder) else parse_plain, "pts", folder, root, check_images)

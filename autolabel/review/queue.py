@@ -42,7 +42,9 @@ class Queue:
         df = read_labels(path)
         df = df[df.status.isin(["ok", "no_face"])]
         conf = df.confidence.to_numpy(np.float32, na_value=np.nan)
-        order = np.lexsort((df.face_index.fillna(-1).to_numpy(), df.image.to_numpy(), np.nan_to_num(-conf, nan=np.inf)))
+        # an audit file (`autolabel audit`) is reviewed worst disagreement first, else least sure first
+        rank = df.audit_score.to_numpy(np.float32, na_value=np.nan) if "audit_score" in df.columns else conf
+        order = np.lexsort((df.face_index.fillna(-1).to_numpy(), df.image.to_numpy(), np.nan_to_num(-rank, nan=np.inf)))
         df = df.iloc[order]
         n = len(df)
         pts = np.full((n, N_POINTS, 2), np.nan, np.float32)

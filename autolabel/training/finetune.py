@@ -27,7 +27,7 @@ from autolabel.datasets import Canvases, Sample, build_canvases, detect_boxes, f
 from autolabel.detectors import Detector, make_detector
 from autolabel.evaluate import predict_samples
 from autolabel.files import atomic_write_text
-from autolabel.formats import pts_folder
+from autolabel.formats import pts_folder, read_labels_any
 from autolabel.formats.corrections import JOURNAL, face_key, read_corrections
 from autolabel.formats.pts import read_pts
 from autolabel.images import image_beside, load_image
@@ -113,6 +113,17 @@ def _from_run(path: Path, skipped: dict) -> list[tuple[str, Path, np.ndarray, Bo
     return raw
 
 
+def _from_labels(path: Path, skipped: dict) -> tuple[str, list[tuple[str, Path, np.ndarray, Box | None]]]:
+    """(face id, image, points, None) of the faces in a labels file of any readable format
+    (Parquet, COCO, dlib XML, CSV, Label Studio). Their boxes follow other conventions, so each
+    face gets a detector box as `autolabel run` would (`detect_missing`)."""
+    labels = read_labels_any(path)
+    for _ in labels.skipped:
+        _skip(skipped, "unreadable item")
+    raw = [(face_key(name, i), r.path, f.points.astype(np.float64), None) for name, i, r, f in labels.faces()]
+    return f"{labels.format} labels", raw
+
+
 def _usable(img: Path, pts: np.ndarray, skipped: dict) -> bool:
     if pts.shape != (N_POINTS, 2):
         _skip(skipped, f"not {N_POINTS} points")
@@ -137,7 +148,8 @@ def _usable(img: Path, pts: np.ndarray, skipped: dict) -> bool:
 
 
 def load_corrections(path: Path) -> Loaded:
-    """Faces from a review corrections folder or a plain 300-W folder, checked one by one."""
+    """Faces from a review corrections folder, a 300-W folder (plain or a run's) or a labels
+    file in any readable format, checked one by one."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such corrections folder")
@@ -146,6 +158,8 @@ def load_corrections(path: Path) -> Loaded:
         source, raw = "review corrections", _from_store(path)
     elif pts_folder.is_run_folder(path):
         source, raw = "autolabel run (.pts folder)", _from_run(path, skipped)
+    elif path.is_file():
+        source, raw = _from_labels(path, skipped)
     else:
         source, raw = "300-W folder", _from_300w(path, skipped)
     if not raw and not skipped:
