@@ -168,7 +168,9 @@ def test_open_100k_faces_is_fast(tmp_path):
         "points": pa.FixedSizeListArray.from_arrays(pa.array(pts.reshape(-1)), 136).cast(pa.list_(pa.float32(), 136)),
         "confidence": pa.array(rng.uniform(0, 1, n).astype(np.float32)), "model_version": ["m"] * n,
     })
-    pq.write_table(t.cast(SCHEMA), tmp_path / "big.parquet")
+    t = t.append_column("face_id", pa.array([f"f{i // 1000}/{i}.jpg#0" for i in range(n)]))
+    t = t.append_column("abs_path_bytes", pa.nulls(n, pa.binary()))
+    pq.write_table(t.select(SCHEMA.names).cast(SCHEMA), tmp_path / "big.parquet")
     t0 = time.perf_counter()
     q = Queue.from_parquet(tmp_path / "big.parquet")
     s = ReviewSession(q, CorrectionStore(tmp_path / "c"))
