@@ -25,6 +25,7 @@ from autolabel.detectors import DEFAULT_SETTINGS, DETECTORS
 from autolabel.formats import READERS, WRITERS
 from autolabel.formats.corrections import export_300w
 from autolabel.formats.pts_folder import is_run_folder
+from autolabel.runtimes import RUNTIME_NAMES, TRAIN_EXTRA, has_torch
 from autolabel.types import AutolabelError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-point facial landmark labelling.")
@@ -33,6 +34,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-poi
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
 Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
+Runtime = Annotated[str, typer.Option("--runtime", help=f"{' | '.join(RUNTIME_NAMES)}: landmark inference engine "
+                                      "(auto: the model's int8 ONNX export when there is one, else torch)")]
+
+
+def _needs_torch(command: str) -> None:
+    """One line instead of an ImportError when the training stack is not installed."""
+    if not has_torch():
+        raise UsageError(f"{command} needs PyTorch (the training stack): {TRAIN_EXTRA}")
 
 
 @app.callback()
@@ -50,6 +59,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="labels.parquet (.json: COCO, .xml: dlib, .csv), or a folder for 300-W .pts files")],
     fmt: Annotated[Optional[str], typer.Option("--format", help=f"{' | '.join(WRITERS)} (default: from --out)")] = None,
     model: Model = None,
+    runtime: Runtime = "auto",
     detector: Annotated[str, typer.Option(help=f"{' | '.join(DETECTORS)} (cnn: dlib MMOD, slow on CPU)")] = "hog",
     upsample: Annotated[str, typer.Option(help="detector upsampling: auto, 0, 1, 2 (each step finds 2x smaller faces, 4x slower)")] = str(DEFAULT_SETTINGS["upsample"]),
     max_side: Annotated[int, typer.Option(help="detect on a copy downscaled to this longer side (0 = never)")] = DEFAULT_SETTINGS["max_side"],
@@ -73,7 +83,7 @@ def run(
         raise UsageError("--max-side and --min-face-size must be >= 0")
     det_kw = {"upsample": upsample if upsample == "auto" else int(upsample), "max_side": max_side, "min_face_size": min_face_size}
     try:
-        summary = labelling.run(paths, out, fmt, model, detector=detector, detector_kw=det_kw, workers=workers, globs=glob,
+        summary = labelling.run(paths, out, fmt, model, runtime=runtime, detector=detector, detector_kw=det_kw, workers=workers, globs=glob,
                                 overwrite=overwrite, flip=not no_flip, progress=not quiet, command=_command(), engine=engine, address=address)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished batches are saved; rerun the same command to resume", err=True)
@@ -96,6 +106,7 @@ def train(
     quiet: Quiet = False,
 ):
     """Train LandmarkNet on 300-W style folders (from scratch, or from --init weights)."""
+    _needs_torch("train")
     from autolabel.training.job import train_model  # torch
     from autolabel.training.loop import TrainConfig
 
@@ -114,10 +125,12 @@ def eval_(
     protocol: Annotated[list[str], typer.Option(help="det and/or gt")] = ["det", "gt"],
     no_dlib: Annotated[bool, typer.Option("--no-dlib", help="skip dlib's predictor baseline")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="no test-time flip averaging")] = False,
+    runtime: Runtime = "auto",
     quiet: Quiet = False,
 ):
     """Score a model (and dlib's 68-point predictor) on annotated faces."""
-    rep = evaluate.eval_model(data, out, model, protocols=tuple(protocol), with_dlib=not no_dlib, flip=not no_flip, progress=not quiet)
+    rep = evaluate.eval_model(data, out, model, runtime=runtime, protocols=tuple(protocol), with_dlib=not no_dlib, flip=not no_flip,
+                              progress=not quiet)
     typer.echo(evaluate.table(rep))
     typer.echo(f"wrote {out / 'eval.json'}, {out / 'ced.png'}")
 
@@ -254,7 +267,7 @@ def audit(
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
     labels = read_labels_any(dataset, from_format, root)
-    res = run_audit(labels, Predictor(make_runtime("torch", model)), out, metadata={"command": _command()}, progress=not quiet)
+    res = run_audit(labels, Predictor(make_runtime("auto", model)), out, metadata={"command": _command()}, progress=not quiet)
     typer.echo(res.text(), err=True)
     typer.echo(f"wrote {out}")
 
@@ -270,16 +283,19 @@ def finetune(
     lr: float = 1.5e-4,
     holdout: Annotated[float, typer.Option(help="share of corrections held out (at least 10 faces)")] = 0.2,
     force: Annotated[bool, typer.Option(help="mark the model usable even if it got worse")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also export it to ONNX (fp32, int8) for the fast runtime")] = True,
     quiet: Quiet = False,
 ):
     """Finetune a model (--model, default: the shipped one) on reviewed corrections; writes a new model version with its lineage."""
+    _needs_torch("finetune")
     from autolabel.training import finetune as ft  # torch
 
     out = out or Path("models") / time.strftime("ft-%Y%m%d-%H%M%S")
     for p in (replay or []) + (eval_data or []):
         if not p.exists():
             raise UsageError(f"no such folder: {p}")
-    res = ft.finetune(source, out, model, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet)
+    res = ft.finetune(source, out, model, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet,
+                      export_onnx=onnx)
     if res.interrupted:
         typer.echo(f"interrupted; no model written. Rerun the same command to resume ({out / 'work'})", err=True)
         raise typer.Exit(130)

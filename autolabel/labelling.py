@@ -284,7 +284,7 @@ def run(
     out: Path,
     fmt: str | None = None,
     model: Path | None = None,
-    runtime: str = "torch",
+    runtime: str = "auto",
     detector: str = "hog",
     detector_kw: dict | None = None,
     workers: int | None = None,
@@ -336,7 +336,9 @@ def run(
         threads = inference_threads(workers) if engine == "local" else 1  # a Ray driver only reads the model's version
         predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=threads))
         detector_kw = detector_kw or {}
+        runtime = predictor.runtime.name  # "auto" resolved: Ray actors make the same one
         meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
+                "runtime": runtime,
                 "detector": {"name": detector, **detector_kw}, "command": command,
                 "inputs": [path_text(_absolute(p)) for p in paths], "image_root": path_text(image_root(paths))}
         writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
@@ -360,10 +362,12 @@ class Labeler:
         faces = Labeler().label(PIL.Image.open("photo.jpg"))
 
     `model`: a model file, a loaded `LandmarkModel`, or None for the shipped weights; `detector`:
-    any Detector (default: dlib HOG with DEFAULT_SETTINGS, as `autolabel run` uses).
+    any Detector (default: dlib HOG with DEFAULT_SETTINGS, as `autolabel run` uses); `runtime`:
+    "auto" (the model's int8 ONNX export when there is one, else torch), "onnx", "onnx-fp32" or
+    "torch", as `run --runtime` (a loaded `LandmarkModel` always runs on torch).
     """
 
-    def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "torch"):
+    def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "auto"):
         if isinstance(model, (str, Path)) or model is None:
             rt = make_runtime(runtime, model, flip=flip)
         else:  # a LandmarkModel already in memory

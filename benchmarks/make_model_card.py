@@ -1,19 +1,80 @@
 """Write model/README.md (the model card) from a training run and an `autolabel eval` report.
 
     python benchmarks/make_model_card.py --run runs/shipped --eval model/reports --bench model/reports/bench.txt
+    python benchmarks/make_model_card.py --onnx-only     # after re-exporting: update only the card's ONNX section
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+ONNX_HEADER = "## ONNX exports (the default runtime)"
+
+
+def onnx_section(model_dir: Path = Path("model"), parity: Path = Path("model/reports/onnx_parity.txt")) -> str:
+    """The card's ONNX section: each export of landmarks.pt with its size, SHA-256 and the model
+    version it records (read from the files, onnxruntime only), and the int8 parity report."""
+    import onnxruntime as ort
+
+    from autolabel.files import content_hash
+
+    pt = model_dir / "landmarks.pt"
+    version = content_hash(pt.read_bytes())
+    rows, fresh = [], True
+    for prec in ("fp32", "int8"):
+        f = model_dir / f"landmarks.{prec}.onnx"
+        if not f.is_file():
+            continue
+        props = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        kept = props.get("kept_fp32", "")
+        n_kept = len(kept.split(",")) if kept else (0 if prec == "int8" else "-")
+        fresh = fresh and props.get("model_id") == version
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        rows.append(f"| [`{f.name}`]({f.name}) | {prec} | {f.stat().st_size / 2**20:.1f} MiB | `{sha}` | `{props.get('model_id')}` | {n_kept} |")
+    return f"""{ONNX_HEADER}
+
+`autolabel run`, `eval`, `audit`, review and `Labeler` use `landmarks.int8.onnx` with onnxruntime
+(`--runtime auto`, the default; no torch is imported). Both files are `InferenceGraph` (per-crop
+standardisation, the network, flip averaging) exported by `python -m autolabel.training.export_onnx`;
+each records the model version it came from, and a file whose version is not `landmarks.pt`'s is
+refused{'' if fresh else ' (**these are stale: re-export**)'}. int8: onnxruntime static quantization (QDQ, per-channel 7-bit weights,
+uint8 activations, MinMax calibration on 256 training crops), Conv layers only; the layers whose input
+int8 cannot hold are kept in fp32 until int8 agrees with fp32 on held-out crops.
+
+| file | precision | size | SHA-256 | model version | convs kept fp32 |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+```
+{parity.read_text().strip() if parity.is_file() else '(no parity report: model/reports/onnx_parity.txt)'}
+```
+"""
+
+
+def update_onnx_section(card: Path = Path("model/README.md")) -> None:
+    """Replace (or insert before "## Speed") the ONNX section of an existing card, keeping the rest."""
+    text = card.read_text()
+    new = onnx_section().rstrip() + "\n\n"
+    if ONNX_HEADER in text:
+        head, _, rest = text.partition(ONNX_HEADER)
+        nxt = rest.find("\n## ")
+        text = head + new + (rest[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        head, sep, rest = text.partition("## Speed")
+        text = head + new + sep + rest if sep else text.rstrip() + "\n\n" + new
+    card.write_text(text)
+    print(f"updated the ONNX section of {card}")
+
 
 def main() -> None:
+    if "--onnx-only" in sys.argv:
+        return update_onnx_section()
     from autolabel.evaluate import table
     from autolabel.model import load_model
 
@@ -101,6 +162,7 @@ coordinates (crop side = 1); ≤3px/≤5px = share of points within 3 / 5 pixels
 
 ![CED](reports/ced.png)
 
+{onnx_section()}
 ## Speed (this machine: 2 CPU cores)
 
 ```

@@ -72,7 +72,8 @@ def _option(cmd: click.Command, name: str) -> click.Option | None:
 
 def test_quiet_model_and_workers_mean_the_same_on_every_command():
     cmds = _commands()
-    expect = {"quiet": {"run", "train", "eval", "finetune"}, "model": {"run", "eval", "review", "finetune"}, "workers": {"run"}}
+    expect = {"quiet": {"run", "train", "eval", "finetune"}, "model": {"run", "eval", "review", "finetune"}, "workers": {"run"},
+              "runtime": {"run", "eval"}}
     for name, where in expect.items():
         opts = {c: _option(cmds[c], name) for c in where}
         assert all(opts.values()), f"--{name} missing on {[c for c, o in opts.items() if o is None]}"

@@ -22,7 +22,7 @@ def test_eval_writes_json_table_and_ced(tmp_path, shipped_model_path):
     p = cli("eval", "--data", d, "--model", shipped_model_path, "--out", out, "--quiet", check_rc=0)
     assert "det      autolabel" in p.stdout and "gt       dlib" in p.stdout
     rep = json.loads((out / "eval.json").read_text())
-    assert rep["faces"] == 12 and rep["input_size"] == 128
+    assert rep["faces"] == 12 and rep["input_size"] == 128 and rep["runtime"] == "onnx"  # auto: the shipped int8 export
     for proto in ("det", "gt"):
         e = rep["protocols"][proto]
         assert e["faces"] + e["missed_by_detector"] == 12

@@ -54,7 +54,7 @@ def test_predictor_maps_crops_back_and_scores_confidence(random_model_path):
 
 def test_runtime_registry_names_the_valid_choices():
     assert "torch" in RUNTIMES
-    with pytest.raises(UsageError, match="choose one of: torch"):
+    with pytest.raises(UsageError, match="choose one of: auto, onnx, onnx-fp32, torch"):
         make_runtime("nope")
 
 
@@ -88,7 +88,7 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
 
     sample = detect_boxes(find_samples(d), make_detector("hog"), progress=False)[0]
     k = int(np.argmin([abs(b.x0 - sample.box.x0) + abs(b.y0 - sample.box.y0) for b in run_boxes]))
-    ev = predict_samples(Predictor(make_runtime("torch", shipped_model_path)), [sample], [sample.box])[0]
+    ev = predict_samples(Predictor(make_runtime("auto", shipped_model_path)), [sample], [sample.box])[0]  # run's and Labeler's default
     single = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
     np.testing.assert_array_equal(ev, single)
     np.testing.assert_array_equal(ev, run_pts[k])

@@ -8,6 +8,9 @@ Backends import their engine (torch, ...) only when made, so the labelling worke
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -38,23 +41,71 @@ class Runtime(Protocol):
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+#: what a torch-free install lacks to train, finetune or run the torch runtime
+TRAIN_EXTRA = "pip install 'autolabel[train]'"
+
+
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def _torch(model_path: Path | None = None, flip: bool = True, threads: int | None = None) -> Runtime:
+    if not has_torch():
+        raise UsageError(f"the torch runtime needs PyTorch: {TRAIN_EXTRA} (or use --runtime onnx)")
     from autolabel.model import load_model
     from autolabel.runtimes.torch_runtime import TorchRuntime
 
     return TorchRuntime(load_model(model_path), flip=flip, threads=threads)
 
 
-#: name -> factory(model_path=None, flip=True, threads=None)
-RUNTIMES: dict[str, Callable[..., Runtime]] = {"torch": _torch}
+def exported_path(model_path: Path | None = None, precision: str = "int8") -> Path:
+    """Where a model file's ONNX export lives: landmarks.pt -> landmarks.int8.onnx (or .fp32.onnx) beside it."""
+    from autolabel.resources import shipped_model
+
+    p = Path(model_path) if model_path else shipped_model()
+    return p.with_name(f"{p.stem}.{precision}.onnx")
 
 
-def make_runtime(name: str = "torch", model_path: Path | None = None, flip: bool = True, threads: int | None = None) -> Runtime:
+def _onnx(model_path: Path | None = None, flip: bool = True, threads: int | None = None, precision: str = "int8") -> Runtime:
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UsageError("the onnx runtime needs onnxruntime: pip install onnxruntime (or use --runtime torch)")
+    from autolabel.resources import shipped_model
+    from autolabel.runtimes.onnx_runtime import OnnxRuntime
+
+    source = Path(model_path) if model_path else shipped_model()
+    return OnnxRuntime(exported_path(source, precision), source=source, flip=flip, threads=threads)
+
+
+#: name -> factory(model_path=None, flip=True, threads=None). "onnx" is the int8 export,
+#: "onnx-fp32" the exact one; "auto" (see `default_runtime`) picks among them.
+RUNTIMES: dict[str, Callable[..., Runtime]] = {"onnx": _onnx, "onnx-fp32": functools.partial(_onnx, precision="fp32"), "torch": _torch}
+#: what `--runtime` accepts
+RUNTIME_NAMES = ("auto", *RUNTIMES)
+
+
+def default_runtime(model_path: Path | None = None, flip: bool = True) -> str:
+    """"onnx" when onnxruntime is installed and the model has an int8 export (exports average
+    flips, so only with `flip`), else "torch"."""
+    if flip and importlib.util.find_spec("onnxruntime") is not None and exported_path(model_path).is_file():
+        return "onnx"
+    return "torch"
+
+
+def make_runtime(name: str = "auto", model_path: Path | None = None, flip: bool = True, threads: int | None = None) -> Runtime:
     """The runtime `name` for the model file `model_path` (default: the shipped weights).
 
-    `threads`: CPU threads for inference (None: the engine's default)."""
+    `threads`: CPU threads for inference (None: the engine's default). "auto": `default_runtime`.
+    The ONNX exports average flips: without `flip`, an onnx runtime falls back to torch (one line
+    on stderr when asked for by name), and without torch that is a UsageError naming the extra."""
+    if name == "auto":
+        name = default_runtime(model_path, flip)
+    elif name.startswith("onnx") and not flip and name in RUNTIMES:
+        print(f"autolabel: note: the ONNX exports average flips; --no-flip runs on the torch runtime instead of {name}", file=sys.stderr)
+        name = "torch"
+    if name == "torch" and not flip and not has_torch():
+        raise UsageError(f"--no-flip needs the torch runtime (the ONNX exports average flips), which needs PyTorch: {TRAIN_EXTRA}")
     try:
         factory = RUNTIMES[name]
     except KeyError:
-        raise UsageError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}") from None
+        raise UsageError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIME_NAMES)}") from None
     return factory(model_path=model_path, flip=flip, threads=threads)

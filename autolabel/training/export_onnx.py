@@ -1,0 +1,218 @@
+"""Export a model file to ONNX for the torch-free labelling runtime (`--runtime onnx`).
+
+    python -m autolabel.training.export_onnx model/landmarks.pt            # writes model/landmarks.{fp32,int8}.onnx
+
+What is exported is the model's own `InferenceGraph` (normalisation, network, flip averaging),
+traced from whatever network the model file builds, so a new architecture exports unchanged.
+Run it whenever the weights change: shipping a model (then `benchmarks/make_model_card.py`
+records the hashes) and at the end of `finetune`. The runtime refuses an export whose recorded
+model version differs from the `.pt` beside it.
+
+int8 (onnxruntime static quantization, QDQ, per-channel int8 weights with reduce_range, uint8
+activations, MinMax calibrated on training crops): only Conv layers. Per-tensor uint8
+activations cannot hold a layer whose input is sparse with rare large outliers (in the shipped
+ResNet18, the last stage: range ~130 on a few earrings vs a mean of 0.02), so layers are ranked
+by quantization step / mean |input| and the worst are kept in fp32, fewest first, until int8
+agrees with fp32 on held-out crops (`PARITY_BOUND`). reduce_range (7-bit weights) avoids the
+int16 saturation of AVX2's u8*s8 dot product, which moved single points by up to 20 px.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autolabel.datasets import Sample, find_samples
+from autolabel.files import atomic_write_bytes
+from autolabel.geometry import box_from_points
+from autolabel.images import load_image
+from autolabel.metrics import interocular
+from autolabel.model import InferenceGraph, LandmarkModel, load_model
+from autolabel.predictor import crop_faces
+from autolabel.types import ModelError
+
+#: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
+#: NME between the two runtimes) on average, and on the worst face. The shipped model's export
+#: measures 0.004 / 0.035; quantizing its last stage gives 0.07-0.16 / 0.13-0.33.
+PARITY_BOUND = 0.005
+PARITY_BOUND_FACE = 0.05
+#: exclusion thresholds tried in turn (quantization step / mean |conv input|); inf = none kept in fp32.
+THRESHOLDS = (float("inf"), 2.0, 0.8, 0.4, 0.2, 0.0)
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    precision: str
+    sha256: str
+    kept_fp32: tuple[str, ...] = ()
+    parity: float = 0.0
+
+
+def onnx_paths(model_path: Path) -> dict[str, Path]:
+    from autolabel.runtimes import exported_path
+
+    return {p: exported_path(model_path, p) for p in ("fp32", "int8")}
+
+
+def _metadata(model: LandmarkModel, precision: str, flip: bool) -> dict[str, str]:
+    return {"format": "autolabel-landmarks-onnx", "model_id": model.model_id, "input_size": str(model.input_size),
+            "precision": precision, "flip": "1" if flip else "0", "meta": json.dumps(model.meta, default=str)}
+
+
+def export_fp32(model: LandmarkModel, path: Path, flip: bool = True) -> None:
+    import onnx
+
+    graph = InferenceGraph(model.net, flip).eval()
+    x = torch.zeros((2, model.input_size, model.input_size), dtype=torch.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "m.onnx"
+        torch.onnx.export(graph, (x,), str(f), dynamo=False, opset_version=OPSET, input_names=["crops"],
+                          output_names=["points", "point_disagreement"],
+                          dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}, "point_disagreement": {0: "batch"}})
+        m = onnx.load(str(f))
+    _set_metadata(m, _metadata(model, "fp32", flip))
+    atomic_write_bytes(path, m.SerializeToString())
+
+
+def _set_metadata(m, props: dict[str, str]) -> None:
+    del m.metadata_props[:]
+    for k, v in props.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+
+
+def calibration_crops(source: Sequence[Path] | Sequence[Sample], size: int, n: int = 384, seed: int = 0) -> np.ndarray:
+    """Face crops from 300-W style folders (or annotated samples, e.g. a finetune's training
+    faces), cut like `autolabel run` cuts them (box from points)."""
+    samples = list(source) if source and isinstance(source[0], Sample) else find_samples(*source)
+    if not samples:
+        raise ModelError(f"no annotated faces in {', '.join(map(str, source)) or 'nothing'} to calibrate int8 on")
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(samples), min(n, len(samples)), replace=False))
+    crops = [crop_faces(load_image(samples[i].image).convert("L"), [box_from_points(samples[i].points)], size)[0] for i in pick]
+    return np.concatenate(crops)
+
+
+def _session(model_bytes_or_path, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+
+
+def _run(session, crops: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([session.run(["points"], {"crops": crops[i : i + batch]})[0] for i in range(0, len(crops), batch)])
+
+
+def sensitivity(fp32_path: Path, crops: np.ndarray) -> dict[str, float]:
+    """Per Conv node: uint8 step of its input's observed range / mean |input|. Large = int8 loses the input."""
+    import onnx
+
+    m = onnx.load(str(fp32_path))
+    convs = [(n.name, n.input[0]) for n in m.graph.node if n.op_type == "Conv"]
+    names = sorted({t for _, t in convs})
+    for t in names:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    s = _session(m.SerializeToString())
+    acc = {t: [np.inf, -np.inf, 0.0, 0] for t in names}  # min, max, sum |x|, count per input tensor
+    for i in range(0, len(crops), 32):
+        for t, a in zip(names, s.run(names, {"crops": crops[i : i + 32]})):
+            r = acc[t]
+            r[0], r[1], r[2], r[3] = min(r[0], a.min()), max(r[1], a.max()), r[2] + np.abs(a).sum(), r[3] + a.size
+    step = {t: (hi - min(lo, 0.0)) / 255 / max(tot / cnt, 1e-12) for t, (lo, hi, tot, cnt) in acc.items()}
+    return {n: float(step[t]) for n, t in convs}
+
+
+def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per face: mean point distance between two predictions / inter-ocular distance (an NME)."""
+    return np.linalg.norm(a - b, axis=-1).mean(-1) / np.maximum(interocular(b), 1e-6)
+
+
+def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarray, log=print) -> Export:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"crops": calib[i : i + 32]} for i in range(0, len(calib), 32)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    ref = _run(_session(str(fp32_path)), check)
+    sens = sensitivity(fp32_path, calib)
+    meta = {e.key: e.value for e in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+    tried = set()
+    for th in THRESHOLDS:
+        keep = tuple(sorted(n for n, v in sens.items() if v > th))
+        if keep in tried:
+            continue
+        tried.add(keep)
+        with tempfile.TemporaryDirectory() as tmp:
+            q = Path(tmp) / "q.onnx"
+            quantize_static(str(fp32_path), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                            op_types_to_quantize=["Conv"], nodes_to_exclude=list(keep), activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            m = onnx.load(str(q))
+        dis = disagreement(_run(_session(m.SerializeToString()), check), ref)
+        d = float(dis.mean())
+        log(f"int8 with {len(keep)} of {len(sens)} conv layers in fp32: disagreement with fp32 {d:.4f}, worst face {dis.max():.4f} "
+            f"(bounds {PARITY_BOUND}, {PARITY_BOUND_FACE})")
+        if d <= PARITY_BOUND and dis.max() <= PARITY_BOUND_FACE:
+            _set_metadata(m, {**meta, "precision": "int8", "kept_fp32": ",".join(keep)})
+            data = m.SerializeToString()
+            atomic_write_bytes(out, data)
+            return Export(out, "int8", hashlib.sha256(data).hexdigest(), keep, d)
+    raise ModelError("int8 export never agreed with fp32")  # unreachable: the last threshold keeps every conv in fp32
+
+
+def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample], flip: bool = True, log=print) -> list[Export]:
+    """Write `<stem>.fp32.onnx` and `<stem>.int8.onnx` beside `model_path`; returns what was
+    written. `calibration`: 300-W folders or samples to calibrate int8 on (the training faces);
+    2/3 of the crops (at most 256) calibrate, the rest check int8 against fp32."""
+    model_path = Path(model_path)
+    model = load_model(model_path)
+    paths = onnx_paths(model_path)
+    t = time.time()
+    export_fp32(model, paths["fp32"], flip)
+    fp32 = Export(paths["fp32"], "fp32", hashlib.sha256(paths["fp32"].read_bytes()).hexdigest())
+    crops = calibration_crops(calibration, model.input_size, n=384)
+    if len(crops) < 3:
+        raise ModelError(f"{len(crops)} calibration faces: int8 needs at least 3 (some to calibrate, some to check)")
+    k = min(256, 2 * len(crops) // 3)
+    int8 = quantize_int8(paths["fp32"], paths["int8"], crops[:k], crops[k:], log)
+    log(f"exported {model.model_id} -> {fp32.path.name}, {int8.path.name} in {time.time() - t:.0f} s")
+    return [fp32, int8]
+
+
+def main() -> None:
+    import argparse
+
+    from autolabel.resources import data_root, shipped_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path, nargs="?", default=None, help="model file (default: the shipped one)")
+    ap.add_argument("--calibration", type=Path, nargs="*", default=None,
+                    help="300-W folders to calibrate int8 on (default: the 300-W training folders)")
+    a = ap.parse_args()
+    root = data_root() / "300w"
+    calib = a.calibration or [root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset"]
+    for e in export_onnx(a.model or shipped_model(), calib):
+        print(json.dumps({"path": str(e.path), "precision": e.precision, "sha256": e.sha256, "kept_fp32": list(e.kept_fp32),
+                          "parity": e.parity}))
+
+
+if __name__ == "__main__":
+    main()

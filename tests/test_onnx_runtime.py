@@ -1,0 +1,170 @@
+"""The ONNX fast path: int8 agrees with torch on fixed faces, a labelling run with it never
+imports torch, stale exports are refused, `auto` picks the runtime that is there, both network
+architectures export exactly, and an install without torch answers one line naming the extra."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import DATA
+
+pytest.importorskip("onnxruntime")
+
+from autolabel.resources import shipped_model
+from autolabel.runtimes import default_runtime, exported_path, make_runtime
+from autolabel.types import ModelError, UsageError
+
+needs_export = pytest.mark.skipif(not exported_path(None).is_file(),
+                                  reason="no ONNX export of the shipped model (python -m autolabel.training.export_onnx)")
+REPO = Path(__file__).resolve().parents[1]
+
+#: measured on these 32 faces (shipped model 47e1a0f51e02): int8 NME +0.007 points over torch,
+#: max point distance 1.21 px; on all 330 helen/testset faces +0.019 points, max 2.33 px.
+NME_BOUND = 0.0005  # 0.05 NME points
+MAX_DEV_PX = 3.0
+
+
+def _faces(n: int = 32):
+    from autolabel.datasets import find_samples
+    from autolabel.geometry import box_from_points
+    from autolabel.images import load_image
+    from autolabel.predictor import crop_faces
+
+    samples = find_samples(DATA / "300w" / "helen" / "testset")[:n]
+    crops, ts = [], []
+    for s in samples:
+        c, t = crop_faces(load_image(s.image).convert("L"), [box_from_points(s.points)], 128)
+        crops.append(c)
+        ts += t
+    return np.concatenate(crops), ts, np.stack([s.points for s in samples])
+
+
+@needs_export
+@pytest.mark.needs_data
+def test_int8_matches_torch_on_fixed_faces():
+    pytest.importorskip("torch")
+    from autolabel.metrics import nme
+    from autolabel.predictor import Predictor
+
+    crops, ts, gt = _faces()
+    ref, _ = Predictor(make_runtime("torch")).predict(crops, ts)
+    got, conf = Predictor(make_runtime("onnx")).predict(crops, ts)
+    dev = np.linalg.norm(got - ref, axis=-1)
+    assert abs(nme(got, gt).mean() - nme(ref, gt).mean()) < NME_BOUND
+    assert dev.max() < MAX_DEV_PX
+    assert np.isfinite(conf).all()
+
+
+@needs_export
+@pytest.mark.needs_data
+def test_onnx_run_never_imports_torch(tmp_path):
+    photo = DATA / "300w" / "helen" / "testset"
+    files = sorted(photo.glob("*.jpg"))[:3]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    code = ("import sys; from pathlib import Path; from autolabel.labelling import run; "
+            f"s = run([Path({str(tmp_path)!r})], Path({str(tmp_path / 'out.parquet')!r}), runtime='onnx', workers=0, progress=False); "
+            "assert s.faces >= 3, s.text(); "
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); assert not bad, bad[:5]; print('ok')")
+    p = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-2000:]
+
+
+@needs_export
+def test_stale_export_is_refused(tmp_path):
+    pt = tmp_path / "landmarks.pt"
+    pt.write_bytes(shipped_model().read_bytes() + b"changed")
+    shutil.copy(exported_path(None), exported_path(pt))
+    with pytest.raises(ModelError, match="stale"):
+        make_runtime("onnx", pt)
+
+
+@needs_export
+def test_auto_picks_onnx_when_exported_else_torch(tmp_path):
+    assert default_runtime(None) == "onnx"
+    assert default_runtime(None, flip=False) == "torch"  # the exports average flips
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(b"")
+    assert default_runtime(pt) == "torch"
+    with pytest.raises(UsageError, match="auto, onnx"):
+        make_runtime("tensorflow")
+
+
+@needs_export
+def test_no_flip_falls_back_to_torch(capsys):
+    pytest.importorskip("torch")
+    assert make_runtime("onnx", flip=False).name == "torch"
+    assert "--no-flip runs on the torch runtime" in capsys.readouterr().err
+    assert make_runtime("auto", flip=False).name == "torch"
+
+
+@pytest.mark.parametrize("arch", ["resnet18-1ch-136", "resnet18-1ch-hm"])
+def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
+    """Whatever network the model file builds, its exported InferenceGraph gives torch's points."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from autolabel.model import LandmarkModel, build_network, load_model
+    from autolabel.training.export_onnx import export_fp32
+
+    torch.manual_seed(0)
+    net = build_network(arch)
+    with torch.no_grad():
+        if hasattr(net, "label_offset"):
+            net.label_offset.copy_(torch.tensor([0.01, -0.02]))  # exercised, not zero
+        else:
+            net.fc.weight.mul_(0.02)  # points inside the crop, as a trained net's (random ones land ~150 px out)
+    pt = tmp_path / "m.pt"
+    LandmarkModel(net, 128, {"note": "random"}).save(pt)
+    export_fp32(load_model(pt), exported_path(pt, "fp32"))
+    crops = np.random.default_rng(0).integers(0, 256, (5, 128, 128), dtype=np.uint8)
+    ref, ref_dis = make_runtime("torch", pt).predict(crops)
+    rt = make_runtime("onnx-fp32", pt)
+    assert rt.name == "onnx-fp32" and rt.model_id == load_model(pt).model_id
+    got, dis = rt.predict(crops)
+    assert np.abs(got - ref).max() < 1e-3 and np.abs(dis - ref_dis).max() < 1e-3
+
+
+def _without_torch(*argv: str) -> subprocess.CompletedProcess:
+    """`autolabel ARGV` in a process where `import torch` fails, as in a base install."""
+    code = f"import sys; sys.modules['torch'] = None; sys.argv = ['autolabel', *{list(argv)!r}]; from autolabel.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@needs_export
+def test_without_torch_labelling_works_and_training_names_the_extra(tmp_path):
+    p = _without_torch("models")
+    assert p.returncode == 0 and "shipped" in p.stdout, p.stderr[-2000:]
+    for argv, what in [(["train", "--recipe", "model/recipe.toml"], "train needs PyTorch"),
+                       (["finetune", "--from", str(tmp_path)], "finetune needs PyTorch"),
+                       (["run", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--no-flip"], "--no-flip needs the torch runtime"),
+                       (["run", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--runtime", "torch"], "torch runtime needs PyTorch")]:
+        p = _without_torch(*argv)
+        err = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(err) == 1 and what in err[0] and "pip install 'autolabel[train]'" in err[0], p.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_export_onnx_from_samples_writes_both_runtimes(tmp_path):
+    """What `finetune` does with its new model: export it, int8 calibrated on its training faces."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from autolabel.datasets import find_samples
+    from autolabel.training.export_onnx import export_onnx
+
+    pt = tmp_path / "model.pt"
+    shutil.copy(shipped_model(), pt)
+    samples = find_samples(DATA / "300w" / "helen" / "trainset")[:12]
+    written = export_onnx(pt, samples, log=lambda *_: None)
+    assert [e.path for e in written] == [exported_path(pt, "fp32"), exported_path(pt, "int8")]
+    crops, _, _ = _faces(8)
+    ref, _ = make_runtime("torch", pt).predict(crops)
+    for name in ("onnx-fp32", "onnx"):
+        got, dis = make_runtime(name, pt).predict(crops)
+        assert np.isfinite(dis).all() and np.linalg.norm(got - ref, axis=-1).max() < (1e-3 if name == "onnx-fp32" else MAX_DEV_PX)
+    assert default_runtime(pt) == "onnx"
