@@ -76,9 +76,9 @@ class AuditResult:
 def predict_labelled(predictor: Predictor, gray, points: np.ndarray, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The model's (N, 68, 2) points and (N,) confidence for faces whose labels are `points`."""
     boxes = [box_from_points(p) for p in points]
-    pts, conf = predictor.predict(*predictor.crops(gray, boxes))
+    pts, conf, _ = predictor.predict(*predictor.crops(gray, boxes))
     if refine:  # re-centre on the model's own answer: a wrong label should not place the crop
-        pts, conf = predictor.predict(*predictor.crops(gray, [box_from_points(p) for p in pts]))
+        pts, conf, _ = predictor.predict(*predictor.crops(gray, [box_from_points(p) for p in pts]))
     return pts, conf
 
 

@@ -54,7 +54,7 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample], boxes: Sequ
     bar = tqdm(total=len(samples), desc=desc, unit="face", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(samples), batch):
         cuts = [predictor.crops(load_image(s.image).convert("L"), [b]) for s, b in zip(samples[i : i + batch], boxes[i : i + batch])]
-        pts, _ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
+        pts, *_ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         out.append(pts)
         bar.update(len(pts))
     bar.close()

@@ -29,7 +29,7 @@ from autolabel.files import OutputLock, path_text
 from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, is_parquet_dataset, make_writer
 from autolabel.geometry import CropTransform
 from autolabel.images import count_non_images, discover, load_image, to_8bit
-from autolabel.predictor import Predictor, crop_faces
+from autolabel.predictor import Predictor, crop_faces, faces_of
 from autolabel.runtimes import make_runtime
 from autolabel.types import Box, Face, ImageError, ImageResult, UsageError
 
@@ -192,11 +192,12 @@ def predict_jobs(predictor: Predictor, jobs: list[DetectJob]) -> list[ImageResul
     Both engines turn detections into results here."""
     crops = [j.crops for j in jobs if j.crops is not None and len(j.crops)]
     ts = [t for j in jobs for t in j.transforms]
-    pts, conf = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
+    pts, conf, unc = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
     results, k = [], 0
     for j in jobs:
-        faces = tuple(Face(b, pts[k + n], float(conf[k + n]), "model", predictor.model_id) for n, b in enumerate(j.boxes))
-        k += len(j.boxes)
+        n = len(j.boxes)
+        faces = tuple(faces_of(j.boxes, pts[k : k + n], conf[k : k + n], unc[k : k + n], predictor.model_id))
+        k += n
         results.append(ImageResult(j.path, j.width, j.height, faces, j.error))
     return results
 
@@ -384,8 +385,7 @@ class Labeler:
         job = detect_and_crop(Path(path), self.detector, self.predictor.size)
         if job.error is not None:
             raise ImageError(f"{path}: {job.error}")
-        pts, conf = self.predictor.predict(job.crops, job.transforms)
-        return [Face(b, p, float(c), "model", self.predictor.model_id) for b, p, c in zip(job.boxes, pts, conf)]
+        return faces_of(job.boxes, *self.predictor.predict(job.crops, job.transforms), self.predictor.model_id)
 
     def label(self, image: Image.Image, boxes: list[Box] | None = None) -> list[Face]:
         """Faces in a PIL image. Its EXIF orientation is applied first, as `run` does, so the

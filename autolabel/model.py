@@ -153,13 +153,16 @@ def load_model(path: str | Path | None = None) -> LandmarkModel:
 
 class InferenceGraph(nn.Module):
     """The whole of inference as one traceable module: uint8 crops (B, S, S) -> points in crop
-    pixels (B, 68, 2) float32 and the per-point flip disagreement (B, 68) float32, crop pixels.
+    pixels (B, 68, 2) float32, the per-point flip disagreement (B, 68) and the per-point
+    predicted error scale (B, 68), both float32 in crop pixels.
 
     With `flip`, the mirrored crop is predicted too, its points mirrored back (MIRROR) and the
     two averaged (test-time flip averaging); the distance between the two predictions of each
-    point is its disagreement, the raw material of the confidence score. Without `flip` the
-    disagreement is NaN (unknown). Pure tensor ops with no branching on data, so the module
-    exports to ONNX as it is.
+    point is its disagreement. Without `flip` the disagreement is NaN (unknown). The error scale
+    is the Laplace scale a `HeatmapNet` predicts for each point (its expected error along each
+    axis; averaged over the two flips), NaN for a regression net. Disagreement and scale are the
+    raw material of the confidence score (`autolabel.predictor`). Pure tensor ops with no
+    branching on data, so the module exports to ONNX as it is.
     """
 
     def __init__(self, net: nn.Module, flip: bool = True):
@@ -170,25 +173,36 @@ class InferenceGraph(nn.Module):
         # u -> S-1-u is y -> -y in normalised units
         self.register_buffer("mirror_x", torch.tensor([-1.0, 1.0]), persistent=False)
 
-    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(self.net, HeatmapNet):
+            pts, log_sigma = self.net.forward_full(x)
+            return pts, log_sigma.exp()
+        return self.net(x).reshape(-1, N_POINTS, 2), None
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = crops.shape[-1]
         x = normalise_images(crops)
         # the learned label offset (HeatmapNet) lives in the unmirrored frame: added after averaging
         offset = getattr(self.net, "label_offset", None)
         if not self.flip:
-            y = self.net(x).reshape(-1, N_POINTS, 2)
+            y, sigma = self._run(x)
             pts = from_norm(y if offset is None else y + offset, size)
-            return pts, torch.full_like(pts[..., 0], float("nan"))
-        a, b = self.net(torch.cat([x, x.flip(-1)])).reshape(-1, N_POINTS, 2).chunk(2)
+            nan = torch.full_like(pts[..., 0], float("nan"))
+            return pts, nan, nan if sigma is None else sigma * size
+        y, sigma = self._run(torch.cat([x, x.flip(-1)]))
+        a, b = y.chunk(2)
         b = b[:, self.mirror] * self.mirror_x
-        y = (a + b) / 2
-        pts = from_norm(y if offset is None else y + offset, size)
-        return pts, (from_norm(a, size) - from_norm(b, size)).norm(dim=-1)
+        pts = from_norm((a + b) / 2 if offset is None else (a + b) / 2 + offset, size)
+        dis = (from_norm(a, size) - from_norm(b, size)).norm(dim=-1)
+        if sigma is None:
+            return pts, dis, torch.full_like(dis, float("nan"))
+        sa, sb = sigma.chunk(2)
+        return pts, dis, (sa + sb[:, self.mirror]) / 2 * size
 
 
-def predict_crops(net: nn.Module, crops: torch.Tensor, flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict_crops(net: nn.Module, crops: torch.Tensor, flip: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`InferenceGraph` on (B, S, S) uint8 crops without autograd: points in crop pixels
-    (B, 68, 2) and per-point flip disagreement (B, 68), as numpy float32."""
+    (B, 68, 2), per-point flip disagreement and error scale (B, 68), as numpy float32."""
     with torch.inference_mode():
-        pts, dis = InferenceGraph(net, flip)(crops)
-    return pts.numpy().astype(np.float32), dis.numpy().astype(np.float32)
+        out = InferenceGraph(net, flip)(crops)
+    return tuple(o.numpy().astype(np.float32) for o in out)

@@ -28,13 +28,28 @@ def crop_faces(gray: Image.Image, boxes: Sequence[Box], size: int) -> tuple[np.n
     return arr, [t for _, t in cuts]
 
 
+def face_confidence(points: np.ndarray, disagreement: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The confidence score of each face from its crop-pixel points (N, 68, 2), flip
+    disagreement (N, 68) and predicted error scale (N, 68): NME-like, lower is surer.
+
+    With a predicted scale (model v2): the mean over points of the scale and half the flip
+    disagreement, divided by the predicted outer-eye-corner distance. Without one (v1): the mean
+    flip disagreement / that distance. NaN when neither is known (no flip, no scale).
+    """
+    iod = np.maximum(interocular(points), 1e-6)
+    flip = disagreement.mean(axis=-1) / iod
+    if np.isnan(scale).all():
+        return flip.astype(np.float32)
+    both = (scale + np.nan_to_num(disagreement / 2)).mean(axis=-1) / iod
+    return both.astype(np.float32)
+
+
 class Predictor:
     """Face boxes -> 68 points in image pixels, batched, on any runtime.
 
-    `confidence` is the flip disagreement: the mean distance between the prediction on the crop
-    and the mirrored prediction on the mirrored crop, divided by the predicted outer-eye-corner
-    distance (so it reads like an NME; ~0.01 = confident, > 0.05 = doubtful). Lower is better;
-    NaN without flip averaging.
+    `confidence` (`face_confidence`) reads like an NME: ~0.01 = confident, > 0.05 = doubtful;
+    lower is better. `point_uncertainty` (N, 68) is the model's predicted error scale of each
+    point in image pixels (its expected error along each axis), NaN for a model without one.
     """
 
     def __init__(self, runtime: Runtime):
@@ -52,16 +67,22 @@ class Predictor:
         """The model's input crops (N, S, S) uint8 around `boxes` of a mode-"L" image."""
         return crop_faces(gray, boxes, self.size)
 
-    def predict(self, crops: np.ndarray, transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
-        """Crops (N, S, S) uint8 + their transforms -> image points (N, 68, 2), confidence (N,)."""
+    def predict(self, crops: np.ndarray, transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Crops (N, S, S) uint8 + their transforms -> image points (N, 68, 2), confidence (N,),
+        point_uncertainty (N, 68) in image pixels."""
         if len(crops) == 0:
-            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0,), np.float32)
-        pts, dis = self.runtime.predict(crops)
+            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0,), np.float32), np.zeros((0, N_POINTS), np.float32)
+        pts, dis, scale = self.runtime.predict(crops)
         out = np.stack([t.to_image(p) for p, t in zip(pts, transforms)])
-        conf = dis.mean(axis=-1) / np.maximum(interocular(pts), 1e-6)
-        return out, conf.astype(np.float32)
+        unc = scale / np.array([t.k for t in transforms], np.float32)[:, None]
+        return out, face_confidence(pts, dis, scale), unc.astype(np.float32)
 
     def faces(self, gray: Image.Image, boxes: Sequence[Box]) -> list[Face]:
         """The faces in `boxes` of a mode-"L" image, with their points and confidence."""
-        pts, conf = self.predict(*self.crops(gray, boxes))
-        return [Face(b, p, float(c), "model", self.model_id) for b, p, c in zip(boxes, pts, conf)]
+        return faces_of(boxes, *self.predict(*self.crops(gray, boxes)), self.model_id)
+
+
+def faces_of(boxes: Sequence[Box], points: np.ndarray, confidence: np.ndarray, uncertainty: np.ndarray, model_id: str) -> list[Face]:
+    """`Predictor.predict`'s arrays for `boxes` as Face records."""
+    return [Face(b, points[i], float(confidence[i]), "model", model_id,
+                 None if np.isnan(uncertainty[i]).all() else uncertainty[i]) for i, b in enumerate(boxes)]

@@ -72,13 +72,15 @@ class Box:
 @dataclass(frozen=True)
 class Face:
     """One labelled face. `points` is (68, 2) float32; `confidence` is the uncertainty score
-    described in `autolabel.predictor.Predictor` (NME-like, lower is more certain)."""
+    described in `autolabel.predictor.Predictor` (NME-like, lower is more certain);
+    `point_uncertainty` the model's (68,) per-point error scale in image pixels, when it has one."""
 
     box: Box
     points: np.ndarray
     confidence: float
     source: str = "model"
     model_id: str = ""
+    point_uncertainty: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

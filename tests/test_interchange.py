@@ -440,7 +440,7 @@ class _FakePredictor:
 
     def predict(self, crops, transforms):
         pts = self.answers.pop(0)
-        return pts.astype(np.float32), np.full(len(pts), self.confidence, np.float32)
+        return pts.astype(np.float32), np.full(len(pts), self.confidence, np.float32), np.full(pts.shape[:2], np.nan, np.float32)
 
 
 def test_audit_ranks_the_mislabelled_face_first_and_review_opens_it_worst_first(tmp_path):
@@ -462,6 +462,15 @@ def test_audit_ranks_the_mislabelled_face_first_and_review_opens_it_worst_first(
     q = Queue.from_parquet(tmp_path / "audit.parquet")
     assert q.key(0) == "sub/im 2.png#1"  # worst first, whatever the confidences
     np.testing.assert_allclose(q.points[0], given[1][1], atol=1e-3)  # the labels, to correct
+    # review draws the model's shape beside them: the labels to edit, the model's points as the reference
+    from autolabel.formats.corrections import CorrectionStore
+    from autolabel.review.session import ReviewSession
+
+    face = ReviewSession(q, CorrectionStore(tmp_path / "corr", tmp_path / "audit.parquet")).face(0)
+    assert face["audit"] is True and face["key"] == "sub/im 2.png#1"
+    np.testing.assert_allclose(face["points"], given[1][1], atol=0.01)
+    np.testing.assert_allclose(face["model_points"], truth[1][1], atol=0.01)
+    assert np.abs(np.asarray(face["points"])[48:] - np.asarray(face["model_points"])[48:]).max() > 39
 
 
 def test_formats_registry_and_guessing(tmp_path):

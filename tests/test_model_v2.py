@@ -83,10 +83,10 @@ def test_inference_adds_the_offset_after_flip_averaging():
     torch.manual_seed(0)
     net = build_network("resnet18-1ch-hm").eval()
     crops = torch.randint(0, 255, (2, 128, 128), dtype=torch.uint8)
-    base, _ = InferenceGraph(net, flip=True)(crops)
+    base, *_ = InferenceGraph(net, flip=True)(crops)
     with torch.no_grad():
         net.label_offset.copy_(torch.tensor([1.0, -2.0]) / 128)
-    moved, _ = InferenceGraph(net, flip=True)(crops)
+    moved, *_ = InferenceGraph(net, flip=True)(crops)
     assert torch.allclose(moved - base, torch.tensor([1.0, -2.0]).expand(2, 68, 2), atol=1e-4)
 
 
@@ -94,8 +94,8 @@ def test_flip_averaging_of_the_heatmap_net_is_mirror_symmetric():
     torch.manual_seed(0)
     net = build_network("resnet18-1ch-hm").eval()
     crops = torch.randint(0, 255, (1, 128, 128), dtype=torch.uint8)
-    a, _ = InferenceGraph(net, flip=True)(crops)
-    b, _ = InferenceGraph(net, flip=True)(crops.flip(-1))
+    a, *_ = InferenceGraph(net, flip=True)(crops)
+    b, *_ = InferenceGraph(net, flip=True)(crops.flip(-1))
     b = b[:, MIRROR]
     b[..., 0] = 127 - b[..., 0]
     assert torch.allclose(a, b, atol=1e-3)
@@ -133,3 +133,26 @@ def test_unknown_architecture_is_one_clear_line(tmp_path):
                 "meta": {}, "state_dict": build_network().state_dict()}, path)
     with pytest.raises(ModelError, match="unknown architecture 'resnet99-3d'"):
         load_model(path)
+
+
+def test_the_error_scale_reaches_faces_in_image_pixels(tmp_path):
+    """A heatmap net's per-point scale (crop pixels) is reported per face in image pixels: a crop
+    window twice the size of the crop halves nothing and doubles the pixels."""
+    from PIL import Image
+
+    from autolabel.predictor import Predictor
+    from autolabel.runtimes import make_runtime
+    from autolabel.types import Box
+
+    torch.manual_seed(0)
+    pt = tmp_path / "hm.pt"
+    LandmarkModel(build_network("resnet18-1ch-hm").eval(), 128, {}).save(pt, half=False)
+    pred = Predictor(make_runtime("torch", pt))
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (600, 600), dtype=np.uint8))
+    crops, ts = pred.crops(img, [Box(100, 100, 300, 300)])
+    _, dis, scale = pred.runtime.predict(crops)
+    pts, conf, unc = pred.predict(crops, ts)
+    np.testing.assert_allclose(unc[0], scale[0] * ts[0].side / 128, rtol=1e-5)
+    face = pred.faces(img, [Box(100, 100, 300, 300)])[0]
+    np.testing.assert_allclose(face.point_uncertainty, unc[0], rtol=1e-5)
+    assert np.isfinite(conf).all() and conf[0] > 0

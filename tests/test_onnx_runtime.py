@@ -52,8 +52,8 @@ def test_int8_matches_torch_on_fixed_faces():
     from autolabel.predictor import Predictor
 
     crops, ts, gt = _faces()
-    ref, _ = Predictor(make_runtime("torch")).predict(crops, ts)
-    got, conf = Predictor(make_runtime("onnx")).predict(crops, ts)
+    ref, *_ = Predictor(make_runtime("torch")).predict(crops, ts)
+    got, conf, _ = Predictor(make_runtime("onnx")).predict(crops, ts)
     dev = np.linalg.norm(got - ref, axis=-1)
     assert abs(nme(got, gt).mean() - nme(ref, gt).mean()) < NME_BOUND
     assert dev.max() < MAX_DEV_PX
@@ -122,11 +122,15 @@ def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
     LandmarkModel(net, 128, {"note": "random"}).save(pt)
     export_fp32(load_model(pt), exported_path(pt, "fp32"))
     crops = np.random.default_rng(0).integers(0, 256, (5, 128, 128), dtype=np.uint8)
-    ref, ref_dis = make_runtime("torch", pt).predict(crops)
+    ref, ref_dis, ref_scale = make_runtime("torch", pt).predict(crops)
     rt = make_runtime("onnx-fp32", pt)
     assert rt.name == "onnx-fp32" and rt.model_id == load_model(pt).model_id
-    got, dis = rt.predict(crops)
+    got, dis, scale = rt.predict(crops)
     assert np.abs(got - ref).max() < 1e-3 and np.abs(dis - ref_dis).max() < 1e-3
+    if arch == "resnet18-1ch-hm":  # the per-point error scale travels through the export
+        assert np.isfinite(scale).all() and (scale > 0).all() and np.abs(scale - ref_scale).max() < 1e-3
+    else:
+        assert np.isnan(scale).all()  # a regression net has none
 
 
 def _without_torch(*argv: str) -> subprocess.CompletedProcess:
@@ -163,8 +167,8 @@ def test_export_onnx_from_samples_writes_both_runtimes(tmp_path):
     written = export_onnx(pt, samples, log=lambda *_: None)
     assert [e.path for e in written] == [exported_path(pt, "fp32"), exported_path(pt, "int8")]
     crops, _, _ = _faces(8)
-    ref, _ = make_runtime("torch", pt).predict(crops)
+    ref, *_ = make_runtime("torch", pt).predict(crops)
     for name in ("onnx-fp32", "onnx"):
-        got, dis = make_runtime(name, pt).predict(crops)
+        got, dis, _ = make_runtime(name, pt).predict(crops)
         assert np.isfinite(dis).all() and np.linalg.norm(got - ref, axis=-1).max() < (1e-3 if name == "onnx-fp32" else MAX_DEV_PX)
     assert default_runtime(pt) == "onnx"

@@ -27,13 +27,15 @@ def test_inference_graph_gives_points_and_per_point_disagreement():
     net = build_network().eval()
     x = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
     with torch.inference_mode():
-        pts, dis = InferenceGraph(net, flip=True)(x)
-        plain, nan = InferenceGraph(net, flip=False)(x)
+        pts, dis, scale = InferenceGraph(net, flip=True)(x)
+        plain, nan, _ = InferenceGraph(net, flip=False)(x)
     assert pts.shape == (3, 68, 2) and dis.shape == (3, 68) and pts.dtype == dis.dtype == torch.float32
     assert (dis >= 0).all() and torch.isnan(nan).all() and nan.shape == (3, 68)
-    p, d = predict_crops(net, x)
+    assert scale.shape == (3, 68) and torch.isnan(scale).all()  # a regression net predicts no error scale
+    p, d, s = predict_crops(net, x)
     np.testing.assert_array_equal(p, pts.numpy())
     np.testing.assert_array_equal(d, dis.numpy())
+    assert np.isnan(s).all()
     assert not np.allclose(plain.numpy(), p)  # flip averaging changes the points
 
 
@@ -44,8 +46,9 @@ def test_predictor_maps_crops_back_and_scores_confidence(random_model_path):
     faces = pred.faces(img, boxes)
     assert [f.box for f in faces] == boxes and all(f.points.shape == (68, 2) for f in faces)
     crops, ts = pred.crops(img, boxes)
-    pts, conf = pred.predict(crops, ts)
+    pts, conf, unc = pred.predict(crops, ts)
     np.testing.assert_array_equal(pts, np.stack([f.points for f in faces]))
+    assert unc.shape == (2, 68) and np.isnan(unc).all() and all(f.point_uncertainty is None for f in faces)  # v1: no scale
     assert (conf >= 0).all() and faces[0].model_id == pred.model_id == load_model(random_model_path).model_id
     no_flip = Predictor(TorchRuntime(load_model(random_model_path), flip=False)).faces(img, boxes)
     assert all(np.isnan(f.confidence) for f in no_flip)

@@ -347,3 +347,25 @@ def test_access_passwords_slow_guesses_and_exposure(tmp_path):
     assert exposure_warning("0.0.0.0", False) and exposure_warning("192.168.1.5", False)
     assert exposure_warning("0.0.0.0", True) is None and exposure_warning("127.0.0.1", False) is None
     assert exposure_warning("localhost", False) is None and exposure_warning("::1", False) is None
+
+
+def test_uncertain_points_are_named_for_the_editor(setup):
+    """A labels file with `point_uncertainty` (model v2): the points whose predicted error scale
+    exceeds UNCERTAIN_SHARE of the eye-corner distance are sent to the editor to be ringed."""
+    from autolabel.review.queue import UNCERTAIN_SHARE
+
+    tmp, labels, q, store = setup
+    t = pq.read_table(labels)
+    pts = np.stack(t.column("points").to_numpy(zero_copy_only=False)).reshape(-1, 68, 2)
+    iod = np.linalg.norm(pts[:, 36] - pts[:, 45], axis=-1)
+    unc = np.tile((0.5 * UNCERTAIN_SHARE * iod)[:, None], (1, 68)).astype(np.float32)
+    unc[0, [8, 30]] = 1.5 * UNCERTAIN_SHARE * iod[0]
+    col = pa.array([u.tolist() for u in unc[:-1]] + [None], SCHEMA.field("point_uncertainty").type)
+    pq.write_table(t.set_column(t.schema.get_field_index("point_uncertainty"), "point_uncertainty", col), labels)
+    s = ReviewSession(Queue.from_parquet(labels), store)
+    faces = {s.face(i)["key"]: s.face(i) for i in range(len(s.q))}
+    first = faces[f"{t.column('image')[0].as_py()}#0"]
+    assert first["uncertain_points"] == [8, 30] and len(first["point_uncertainty"]) == 68
+    last = faces[f"{t.column('image')[len(t) - 1].as_py()}#0"]
+    assert last["uncertain_points"] == [] and last["point_uncertainty"] is None  # a face without scales
+    assert all(f["audit"] is False for f in faces.values())

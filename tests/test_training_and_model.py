@@ -104,8 +104,8 @@ def test_model_file_round_trip_and_hash(tmp_path):
     assert back.model_id == mid and len(mid) == 12 and back.input_size == 128 and back.meta == {"k": "v"}
     assert (tmp_path / "m.pt").stat().st_size < 25e6  # fp16
     x = torch.randint(0, 255, (2, 128, 128), dtype=torch.uint8)
-    a, _ = predict_crops(m.net.half().float().eval(), x)
-    b, _ = predict_crops(back.net, x)
+    a, *_ = predict_crops(m.net.half().float().eval(), x)
+    b, *_ = predict_crops(back.net, x)
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
@@ -132,6 +132,6 @@ def test_flip_confidence_is_zero_for_a_symmetric_net():
         net.fc.weight.zero_()
         net.fc.bias.copy_(torch.from_numpy(to_norm(sym, 128).reshape(-1)))
     net.eval()
-    pts, dis = predict_crops(net, torch.zeros(2, 128, 128, dtype=torch.uint8))
+    pts, dis, _ = predict_crops(net, torch.zeros(2, 128, 128, dtype=torch.uint8))
     np.testing.assert_allclose(pts[0], sym, atol=1e-4)
     assert np.abs(dis).max() < 1e-4

@@ -52,7 +52,16 @@ function createRenderer(el, S, cfg) {
         add('rect', { x: x - HANDLE * px, y: y - HANDLE * px, width: 2 * HANDLE * px, height: 2 * HANDLE * px, class: 'al-handle', 'data-c': c,
           fill: '#ffe066', stroke: '#222', 'stroke-width': px }, g));
     }
-    if (S.pts.length) shape(S.pts, { parent: svg, px, dot: DOT, classes: 'al-pt', occ: S.occ, sel: S.sel });
+    if (S.pts.length) {
+      // points the model is unsure of: a ring of twice their predicted error scale (at least a few screen pixels)
+      const unc = f.point_uncertainty || [];
+      for (const i of f.uncertain_points || []) {
+        if (!S.visible(i) || !S.pts[i]) continue;
+        add('circle', { cx: S.pts[i][0], cy: S.pts[i][1], r: Math.max(2 * unc[i], 2.5 * DOT * px), fill: 'none', stroke: '#ff5c5c',
+          'stroke-width': LINE * px, 'stroke-dasharray': `${2 * px} ${2 * px}`, class: 'al-unc', 'data-i': i });
+      }
+      shape(S.pts, { parent: svg, px, dot: DOT, classes: 'al-pt', occ: S.occ, sel: S.sel });
+    }
     for (const ref of S.refs()) {  // on top, hollow and dashed; they let the pointer through (CSS)
       const g = add('g', { class: 'al-ref', 'data-ref': ref.name });
       shape(ref.points, { parent: g, px, color: ref.color || '#fff', dot: REF_DOT, dash: true, classes: 'al-ref-pt' });
@@ -95,7 +104,9 @@ function createRenderer(el, S, cfg) {
   R.faceLine = () => {
     const p = S.face;
     R.msg(`${p.image_name}  face ${p.face_index >= 0 ? p.face_index : '(none detected)'}  ·  status ${p.status}` +
-      (p.confidence != null ? `  ·  uncertainty ${p.confidence.toFixed(3)}` : '') + (p.end ? '  ·  end of view' : '') +
+      (p.confidence != null ? `  ·  uncertainty ${p.confidence.toFixed(3)}` : '') +
+      ((p.uncertain_points || []).length ? `  ·  ${p.uncertain_points.length} uncertain points ringed` : '') +
+      (p.audit ? '  ·  audit: dashed = the model\'s shape (O hides it)' : '') + (p.end ? '  ·  end of view' : '') +
       (p.draft ? '  ·  your unsaved edits from earlier are restored (S saves, M resets to the model)' : ''));
   };
   R.mark = (data) => Object.assign(R.root.dataset, data);  // data-* the tests and the page read

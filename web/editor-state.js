@@ -37,6 +37,7 @@ function createState(cfg) {
     S.box = box ? box.slice() : null;
   };
   S.load = (p) => {
+    if (p.audit && !S.auditSeen) { S.overlay = true; S.auditSeen = true; }  // an audit compares two shapes: show both
     S.face = p; S.extra = p.extra_faces || []; S.theirs = null;
     take(p.points, p.occluded, p.box);
     S.loaded = S.snapshot(); S.undo = []; S.redo = []; S.sel.clear();

@@ -53,12 +53,15 @@ SCHEMA = pa.schema(
         pa.field("det_score", pa.float32()),
         pa.field("points", pa.list_(pa.float32(), 2 * N_POINTS), metadata={
             "description": f"{POINTS_LAYOUT['layout']}; {POINTS_LAYOUT['coordinates']}"}),
-        pa.field("confidence", pa.float32()),  # flip disagreement / inter-ocular; lower = surer
+        pa.field("confidence", pa.float32()),  # NME-like uncertainty score (predictor.face_confidence); lower = surer
         pa.field("model_version", pa.string()),
+        pa.field("point_uncertainty", pa.list_(pa.float32(), N_POINTS), metadata={
+            "description": "per point, in point order: the model's predicted error scale in image pixels "
+                           "(expected error along each axis); null for a model without one"}),
     ]
 )
 #: columns added since the first version: files without them still read (they are filled in)
-ADDED = ("abs_path_bytes", "face_id")
+ADDED = ("abs_path_bytes", "face_id", "point_uncertainty")
 #: the columns every autolabel labels file has
 REQUIRED = [n for n in SCHEMA.names if n not in ADDED]
 #: rows per Parquet row group in a finished file (~50 MB): few groups, a small footer, flat memory
@@ -80,7 +83,7 @@ def result_rows(r: ImageResult, rel: str, stat: tuple[int, int] | None, model_ve
             "file_size": stat[0] if stat else None, "file_mtime_ns": stat[1] if stat else None, "width": r.width or None,
             "height": r.height or None, "status": r.status, "error": r.error, "model_version": model_version}
     empty = {"face_index": None, "face_id": None, "box_x0": None, "box_y0": None, "box_x1": None, "box_y1": None,
-             "det_score": None, "points": None, "confidence": None}
+             "det_score": None, "points": None, "confidence": None, "point_uncertainty": None}
     if not r.faces:
         return [{**base, **empty}]
     rows = []
@@ -88,7 +91,8 @@ def result_rows(r: ImageResult, rel: str, stat: tuple[int, int] | None, model_ve
         rows.append({**base, "face_index": i, "face_id": face_ids([rel], [i])[0], "box_x0": f.box.x0, "box_y0": f.box.y0,
                      "box_x1": f.box.x1, "box_y1": f.box.y1, "det_score": f.box.score,
                      "points": np.asarray(f.points, np.float32).reshape(-1).tolist(),
-                     "confidence": float(f.confidence), "model_version": f.model_id or model_version})
+                     "confidence": float(f.confidence), "model_version": f.model_id or model_version,
+                     "point_uncertainty": None if f.point_uncertainty is None else np.asarray(f.point_uncertainty, np.float32).tolist()})
     return rows
 
 

@@ -18,6 +18,20 @@ from autolabel.markup import N_POINTS
 from autolabel.types import UsageError
 
 
+#: a point is marked uncertain in the editor when its predicted error scale exceeds this share of
+#: the outer-eye-corner distance
+UNCERTAIN_SHARE = 0.04
+
+
+def _lists(col, shape: tuple[int, ...]) -> np.ndarray:
+    """A column of fixed-size lists (nulls allowed) as a float32 array (N, *shape), NaN for nulls."""
+    out = np.full((len(col), *shape), np.nan, np.float32)
+    has = col.notna().to_numpy()
+    if has.any():
+        out[has] = np.stack(col[has].to_numpy()).reshape(-1, *shape)
+    return out
+
+
 @dataclass
 class Queue:
     """Faces of a labels file ordered least-certain first (NaN confidence last)."""
@@ -32,6 +46,8 @@ class Queue:
     height: np.ndarray
     model_version: np.ndarray
     root: Path | None = None
+    uncertainty: np.ndarray | None = None  # (N, 68) float32 image pixels (`point_uncertainty`), NaN where unknown
+    reference: np.ndarray | None = None  # (N, 68, 2) float32: an audit's `model_points`, drawn beside the labels
 
     @classmethod
     def from_parquet(cls, path: Path, root: Path | None = None) -> Queue:
@@ -47,15 +63,21 @@ class Queue:
         order = np.lexsort((df.face_index.fillna(-1).to_numpy(), df.image.to_numpy(), np.nan_to_num(-rank, nan=np.inf)))
         df = df.iloc[order]
         n = len(df)
-        pts = np.full((n, N_POINTS, 2), np.nan, np.float32)
-        has = df.points.notna().to_numpy()
-        if has.any():
-            pts[has] = np.stack(df.points[has].to_numpy()).reshape(-1, N_POINTS, 2)
         boxes = df[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(np.float32, na_value=np.nan)
         q = cls(df.image.to_numpy(object), df.abs_path.to_numpy(object), df.face_index.fillna(-1).to_numpy(int),
-                conf[order], boxes, pts, df.width.to_numpy(int), df.height.to_numpy(int), df.model_version.to_numpy(object), root)
+                conf[order], boxes, _lists(df.points, (N_POINTS, 2)), df.width.to_numpy(int), df.height.to_numpy(int),
+                df.model_version.to_numpy(object), root, _lists(df.point_uncertainty, (N_POINTS,)),
+                _lists(df.model_points, (N_POINTS, 2)) if "model_points" in df.columns else None)
         q.check_images()
         return q
+
+    def uncertain_points(self, i: int) -> list[int]:
+        """The points of row i whose predicted error scale exceeds UNCERTAIN_SHARE of the model's
+        outer-eye-corner distance (none when the labels carry no scale)."""
+        if self.uncertainty is None or np.isnan(self.uncertainty[i]).all() or np.isnan(self.points[i]).any():
+            return []
+        iod = max(float(np.linalg.norm(self.points[i][36] - self.points[i][45])), 1e-6)
+        return np.flatnonzero(self.uncertainty[i] > UNCERTAIN_SHARE * iod).tolist()
 
     def __len__(self) -> int:
         return len(self.image)

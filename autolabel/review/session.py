@@ -44,6 +44,10 @@ class InputError(AutolabelError):
 
 
 # ------------------------------------------------------------------ checking browser input
+def _shape(points: np.ndarray) -> list | None:
+    return None if np.isnan(points).any() else np.round(points, 2).tolist()
+
+
 def check_points(points, width: int, height: int) -> np.ndarray:
     """68 finite (x, y) pairs within MARGIN of a width x height image, as float64 (68, 2)."""
     try:
@@ -317,7 +321,12 @@ class ReviewSession:
             "row": row, "key": key, "image_name": q.image[row], "image": url, "width": w, "height": h,
             "face_index": int(q.face_index[row]), "has_face": bool(q.face_index[row] >= 0),
             "points": None if np.isnan(pts).any() else np.round(pts, 2).tolist(),
-            "model_points": None if np.isnan(q.points[row]).any() else np.round(q.points[row], 2).tolist(),
+            # the model's shape: an audit's `model_points` (the labels under audit are `points`), else the labels' own
+            "model_points": _shape(q.reference[row] if q.reference is not None else q.points[row]),
+            "audit": q.reference is not None,
+            "point_uncertainty": None if q.uncertainty is None or np.isnan(q.uncertainty[row]).all()
+            else np.round(q.uncertainty[row], 2).tolist(),
+            "uncertain_points": q.uncertain_points(row),
             "box": self._box(row), "occluded": rec.get("occluded") if rec else None,
             "confidence": None if np.isnan(q.confidence[row]) else float(q.confidence[row]),
             "status": rec["status"] if rec else "todo", "rev": self.store.rev(key), "user": rec.get("user", "") if rec else "",

@@ -29,8 +29,9 @@ class Runtime(Protocol):
     - `meta`: the model file's provenance (recipe, lineage, ...).
     - `predict(crops)`: uint8 crops (B, S, S) -> (points (B, 68, 2) float32 in crop pixels,
       point_disagreement (B, 68) float32 in crop pixels: the distance between the prediction on
-      the crop and the mirrored prediction on the mirrored crop; NaN without flip averaging).
-      B may be 0.
+      the crop and the mirrored prediction on the mirrored crop, NaN without flip averaging;
+      point_scale (B, 68) float32 in crop pixels: the error scale the model predicts for each
+      point, NaN for a model without one). B may be 0.
     """
 
     name: str
@@ -38,7 +39,7 @@ class Runtime(Protocol):
     model_id: str
     meta: dict
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 #: what a torch-free install lacks to train, finetune or run the torch runtime

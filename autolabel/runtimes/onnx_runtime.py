@@ -55,8 +55,10 @@ class OnnxRuntime:
             raise ModelError(f"{path} is stale: exported from model {self.model_id}, not {Path(source).name}'s "
                              f"{content_hash(Path(source).read_bytes())} (re-export: python -m autolabel.training.export_onnx {source})")
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(crops) == 0:
-            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32)
-        pts, dis = self.session.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.uint8)})
-        return pts.astype(np.float32, copy=False), dis.astype(np.float32, copy=False)
+            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
+        out = self.session.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.uint8)})
+        # an export made before the error-scale output has two outputs: its scale is unknown
+        scale = out[2] if len(out) > 2 else np.full(out[1].shape, np.nan, np.float32)
+        return out[0].astype(np.float32, copy=False), out[1].astype(np.float32, copy=False), scale.astype(np.float32, copy=False)

@@ -33,7 +33,7 @@ class TorchRuntime:
     def meta(self) -> dict:
         return self.model.meta
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(crops) == 0:
-            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32)
+            return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
         return predict_crops(self.model.net, torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8)), self.flip)

@@ -47,6 +47,8 @@ PARITY_BOUND_FACE = 0.05
 #: exclusion thresholds tried in turn (quantization step / mean |conv input|); inf = none kept in fp32.
 THRESHOLDS = (float("inf"), 2.0, 0.8, 0.4, 0.2, 0.0)
 OPSET = 17
+#: the graph's outputs, in `InferenceGraph`'s order (exports before the error scale have the first two)
+OUTPUTS = ("points", "point_disagreement", "point_scale")
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,7 @@ def export_fp32(model: LandmarkModel, path: Path, flip: bool = True) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "m.onnx"
         torch.onnx.export(graph, (x,), str(f), dynamo=False, opset_version=OPSET, input_names=["crops"],
-                          output_names=["points", "point_disagreement"],
-                          dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}, "point_disagreement": {0: "batch"}})
+                          output_names=list(OUTPUTS), dynamic_axes={"crops": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}})
         m = onnx.load(str(f))
     _set_metadata(m, _metadata(model, "fp32", flip))
     atomic_write_bytes(path, m.SerializeToString())

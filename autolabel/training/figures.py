@@ -55,7 +55,7 @@ def plot_overlay(net, val, path: Path, n: int = 12) -> None:
 
     plt = _plt()
     imgs, pts = center_crop(torch.from_numpy(val.images[:n]), torch.from_numpy(val.points[:n]), val.size)
-    pred, _ = predict_crops(net, imgs.round().to(torch.uint8), flip=True)
+    pred, *_ = predict_crops(net, imgs.round().to(torch.uint8), flip=True)
     cols = 6
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2 * cols, 2 * ((n + cols - 1) // cols)))
     for k, ax in enumerate(np.ravel(axes)):

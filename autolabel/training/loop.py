@@ -143,7 +143,7 @@ def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: 
     preds, gts = [], []
     for i in range(0, len(val), batch):
         imgs, pts = center_crop(torch.from_numpy(val.images[i : i + batch]), torch.from_numpy(val.points[i : i + batch]), val.size)
-        p, _ = predict_crops(net, imgs.round().clamp(0, 255).to(torch.uint8), flip=flip)
+        p, *_ = predict_crops(net, imgs.round().clamp(0, 255).to(torch.uint8), flip=flip)
         preds.append(p)
         gts.append(pts.numpy())
     return nme(np.concatenate(preds), np.concatenate(gts))
