@@ -24,7 +24,7 @@ from autolabel.datasets import Sample, detect_boxes, find_samples, sample_box
 from autolabel.detectors import make_detector
 from autolabel.detectors.dlib_detectors import model_file
 from autolabel.images import load_image
-from autolabel.metrics import metrics
+from autolabel.metrics import confidence_quality, metrics, nme
 from autolabel.predictor import Predictor
 from autolabel.runtimes import make_runtime
 from autolabel.training.figures import plot_ced
@@ -50,15 +50,24 @@ def dlib_predict(samples: list[Sample], boxes, progress: bool = False, desc: str
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], boxes: Sequence[Box], batch: int = 32, progress: bool = False,
                     desc: str = "autolabel") -> np.ndarray:
     """The model's points (N, 68, 2) for each sample's face in `boxes`, through the Predictor."""
-    out = []
+    return predict_with_confidence(predictor, samples, boxes, batch, progress, desc)[0]
+
+
+def predict_with_confidence(predictor: Predictor, samples: Sequence[Sample], boxes: Sequence[Box], batch: int = 32,
+                            progress: bool = False, desc: str = "autolabel") -> tuple[np.ndarray, np.ndarray]:
+    """`predict_samples`' points (N, 68, 2) and each face's confidence score (N,)."""
+    out, conf = [], []
     bar = tqdm(total=len(samples), desc=desc, unit="face", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(samples), batch):
         cuts = [predictor.crops(load_image(s.image).convert("L"), [b]) for s, b in zip(samples[i : i + batch], boxes[i : i + batch])]
-        pts, *_ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
+        pts, c, _ = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         out.append(pts)
+        conf.append(c)
         bar.update(len(pts))
     bar.close()
-    return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
+    if not out:
+        return np.zeros((0, 68, 2), np.float32), np.zeros((0,), np.float32)
+    return np.concatenate(out), np.concatenate(conf)
 
 
 def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), with_dlib: bool = True, cache: Path | None = None,
@@ -76,8 +85,10 @@ def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), wi
         boxes = [sample_box(s, proto) for s in keep]
         gt = np.stack([s.points for s in keep]) if keep else np.zeros((0, 68, 2), np.float32)
         entry = {"faces": len(keep), "missed_by_detector": len(samples) - len(keep)}
-        entry["autolabel"] = metrics(predict_samples(predictor, keep, boxes, progress=progress, desc=f"{proto}: autolabel"), gt, boxes,
-                                     predictor.size)
+        pts, conf = predict_with_confidence(predictor, keep, boxes, progress=progress, desc=f"{proto}: autolabel")
+        entry["autolabel"] = metrics(pts, gt, boxes, predictor.size)
+        if len(keep):  # how well the confidence score finds the worst labels (the review queue's order)
+            entry["autolabel"]["confidence"] = confidence_quality(conf, nme(pts, gt))
         if with_dlib:
             entry["dlib"] = metrics(dlib_predict(keep, boxes, progress, desc=f"{proto}: dlib"), gt, boxes, predictor.size)
         report["protocols"][proto] = entry
@@ -112,6 +123,11 @@ def table(report: dict) -> str:
                 continue
             lines.append(f"{proto:8} {method:10} {m['faces']:5d} {e['missed_by_detector']:6d} {100 * m['nme_io']:8.2f} {100 * m['nme_ip']:8.2f} "
                          f"{100 * m['fr_008']:8.2f} {m['auc_008']:8.4f} {m['nmse']:9.2e} {100 * m['within_3px']:7.1f} {100 * m['within_5px']:7.1f}")
+    for proto, e in report["protocols"].items():
+        c = e.get("autolabel", {}).get("confidence")
+        if c and c["faces"]:
+            lines.append(f"{proto}: confidence vs NME: Spearman {c['spearman']:.3f}; the least sure {100 * c['share']:.0f} % of faces "
+                         f"hold {100 * c['worst_in_top']:.0f} % of the worst {100 * c['share']:.0f} %")
     return "\n".join(lines)
 
 

@@ -83,3 +83,38 @@ def metrics(pred: np.ndarray, gt: np.ndarray, boxes: Sequence[Box], size: int) -
         "within_5px": float((e <= 5).mean()),
         "per_face_nme_io": io.tolist(),
     }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (0-based; ties share their mean rank)."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x), np.float64)
+    r[order] = np.arange(len(x))
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    return (sums / counts)[inv]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays (NaN for fewer than 3 or a constant one)."""
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def confidence_quality(confidence: np.ndarray, errors: np.ndarray, share: float = 0.1) -> dict:
+    """How well an uncertainty score (higher = less sure) ranks the faces by their error:
+    Spearman(confidence, error), and the share of the worst `share` of faces (by error) that
+    the review queue's first `share` (by confidence) holds. Faces with a NaN score are left out."""
+    confidence, errors = np.asarray(confidence, np.float64), np.asarray(errors, np.float64)
+    ok = np.isfinite(confidence) & np.isfinite(errors)
+    c, e = confidence[ok], errors[ok]
+    k = max(int(round(share * len(c))), 1)
+    if len(c) < 3:
+        return {"faces": int(len(c)), "spearman": float("nan"), "worst_in_top": float("nan"), "share": share}
+    worst, top = set(np.argsort(-e, kind="stable")[:k]), set(np.argsort(-c, kind="stable")[:k])
+    return {"faces": int(len(c)), "spearman": spearman(c, e), "worst_in_top": len(worst & top) / k, "share": share}

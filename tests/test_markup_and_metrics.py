@@ -57,3 +57,18 @@ def test_failure_rate_auc_ced_hand_computed():
     assert auc(np.full(3, 0.5)) == 0.0
     # single face at 0.04 -> area = (0.08 - 0.04) / 0.08 = 0.5
     assert auc(np.array([0.04]), steps=8001) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_spearman_and_confidence_quality_are_exact_on_known_rankings():
+    from autolabel.metrics import confidence_quality, spearman
+
+    e = np.arange(20, dtype=float)
+    assert spearman(e, e ** 3) == pytest.approx(1.0) and spearman(e, -e) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # ties share their mean rank
+    perfect = confidence_quality(e, e)
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["worst_in_top"] == 1.0
+    swapped = e.copy()
+    swapped[[19, 0]] = swapped[[0, 19]]  # the worst face scored surest: one of the two worst missed
+    q = confidence_quality(swapped, e)
+    assert q["worst_in_top"] == 0.5 and q["faces"] == 20
+    assert confidence_quality(np.r_[e, np.nan], np.r_[e, 5.0])["faces"] == 20  # NaN scores left out

@@ -170,7 +170,8 @@ def test_open_100k_faces_is_fast(tmp_path):
     })
     t = t.append_column("face_id", pa.array([f"f{i // 1000}/{i}.jpg#0" for i in range(n)]))
     t = t.append_column("abs_path_bytes", pa.nulls(n, pa.binary()))
-    pq.write_table(t.select(SCHEMA.names).cast(SCHEMA), tmp_path / "big.parquet")
+    names = [c for c in SCHEMA.names if c != "point_uncertainty"]  # a file from before that column: still opens
+    pq.write_table(t.select(names).cast(pa.schema([SCHEMA.field(c) for c in names])), tmp_path / "big.parquet")
     t0 = time.perf_counter()
     q = Queue.from_parquet(tmp_path / "big.parquet")
     s = ReviewSession(q, CorrectionStore(tmp_path / "c"))
@@ -369,3 +370,34 @@ def test_uncertain_points_are_named_for_the_editor(setup):
     last = faces[f"{t.column('image')[len(t) - 1].as_py()}#0"]
     assert last["uncertain_points"] == [] and last["point_uncertainty"] is None  # a face without scales
     assert all(f["audit"] is False for f in faces.values())
+
+
+def test_an_image_whose_name_is_not_utf8_opens_saves_and_exports(tmp_path):
+    """`run` keeps such a name's raw bytes (`abs_path_bytes`); review opens the image by them,
+    and the correction it saves reaches the corrections Parquet and the 300-W export."""
+    import os
+
+    from autolabel.formats.parquet import result_rows
+    from autolabel.types import Box, Face, ImageResult
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(sorted(HELEN_TEST.glob("*.jpg"))[0], folder / name)
+    pts = np.random.default_rng(0).uniform(60, 200, (68, 2)).astype(np.float32)
+    r = ImageResult(folder / name, 500, 500, (Face(Box(40, 40, 300, 300), pts, 0.02),))
+    rows = result_rows(r, "caf\\xe9.jpg", (1, 1), "abc")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "l.parquet")
+    q = Queue.from_parquet(tmp_path / "l.parquet")
+    assert q.image_path(0) == folder / name and q.image_path(0).is_file()
+    store = CorrectionStore(tmp_path / "corr", tmp_path / "l.parquet")
+    s = ReviewSession(q, store, state_writer=StateWriter(store, delay=0))
+    face = s.face(0)
+    assert face["image"].startswith("data:image/") and face["width"] > 0
+    s.act(face["key"], "accepted", face["points"], face["rev"])
+    assert s.state_writer.wait()
+    corr = read_corrections(tmp_path / "corr")
+    assert [(c.image, c.status, c.path) for c in corr] == [("caf\\xe9.jpg", "accepted", folder / name)]
+    res = export_300w(tmp_path / "corr", tmp_path / "export")
+    assert res.faces == 1 and not res.missing_images and len(list((tmp_path / "export").rglob("*.pts"))) == 1
+    assert pq.read_table(tmp_path / "corr" / "corrections.parquet").column("abs_path_bytes").to_pylist() == [os.fsencode(folder / name)]

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from autolabel.files import atomic_path, atomic_write_text, is_inside, repair_journal
+from autolabel.files import atomic_path, atomic_write_text, is_inside, path_bytes, path_text, repair_journal
 from autolabel.formats.labelset import LabelSet, read_with
 from autolabel.formats.pts import FaceFileNames, write_pts
 from autolabel.images import load_image
@@ -124,11 +124,13 @@ class CorrectionStore:
     def statuses(self) -> dict[str, str]:
         return {k: v["status"] for k, v in self.state.items()}
 
-    def record(self, key: str, status: str, points: np.ndarray, base_rev: int, *, image: str, abs_path: str,
+    def record(self, key: str, status: str, points: np.ndarray, base_rev: int, *, image: str, abs_path: str | os.PathLike,
                box: list[float], model_version: str, width: int, height: int, source: str = "detector",
                occluded: list[bool] | None = None, user: str = "") -> dict:
         """Append one action; raises ConflictError if `base_rev` is stale. `occluded`: 68 flags
-        (points hidden behind something, placed where they would be); `user`: who reviewed."""
+        (points hidden behind something, placed where they would be); `user`: who reviewed.
+        `abs_path` whose name is not valid UTF-8 is kept as text (`files.path_text`) and as its
+        raw bytes (hex, `abs_path_hex`)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         pts = np.asarray(points, np.float64)
@@ -141,7 +143,8 @@ class CorrectionStore:
             cur = self.rev(key)
             if int(base_rev) != cur:
                 raise ConflictError(f"{key} was changed elsewhere (now revision {cur}, you loaded {base_rev}); reload to see it")
-            rec = {"key": key, "image": image, "abs_path": abs_path, "status": status,
+            raw = path_bytes(abs_path)
+            rec = {"key": key, "image": image, "abs_path": path_text(abs_path), **({"abs_path_hex": raw.hex()} if raw else {}), "status": status,
                    "points": np.round(pts, 3).tolist(), "box": [float(v) for v in box], "width": int(width), "height": int(height),
                    "model_version": model_version, "source": source, "rev": cur + 1, "ts": time.time(),
                    "occluded": occ, "user": user}
@@ -164,6 +167,7 @@ class CorrectionStore:
             "key": [r["key"] for r in recs],
             "image": [r["image"] for r in recs],
             "abs_path": [r["abs_path"] for r in recs],
+            "abs_path_bytes": pa.array([bytes.fromhex(r["abs_path_hex"]) if r.get("abs_path_hex") else None for r in recs], pa.binary()),
             "status": [r["status"] for r in recs],
             "points": pa.array([np.asarray(r["points"], np.float32).reshape(-1).tolist() for r in recs], pa.list_(pa.float32(), 2 * N_POINTS)),
             "box": pa.array([r["box"] for r in recs], pa.list_(pa.float32(), 4)),
@@ -202,12 +206,19 @@ class Correction:
     rev: int
     occluded: tuple[bool, ...] = (False,) * N_POINTS  # per point: hidden, placed where it would be
     user: str = ""  # who reviewed it
+    abs_path_hex: str = ""  # the raw bytes of a path that is not valid UTF-8, as hex
+
+    @property
+    def path(self) -> Path:
+        """The image file (by its raw bytes when its name is not valid UTF-8)."""
+        return Path(os.fsdecode(bytes.fromhex(self.abs_path_hex))) if self.abs_path_hex else Path(self.abs_path)
 
     @classmethod
     def from_record(cls, rec: dict) -> Correction:
         return cls(rec["key"], rec["image"], rec["abs_path"], rec["status"], np.asarray(rec["points"], np.float64),
                    tuple(float(v) for v in rec.get("box") or ()), rec.get("source", "detector"), rec.get("model_version", ""),
-                   int(rec["rev"]), tuple(bool(v) for v in rec.get("occluded") or (False,) * N_POINTS), rec.get("user", ""))
+                   int(rec["rev"]), tuple(bool(v) for v in rec.get("occluded") or (False,) * N_POINTS), rec.get("user", ""),
+                   str(rec.get("abs_path_hex") or ""))
 
 
 def read_corrections(folder: Path, include_rejected: bool = False) -> list[Correction]:
@@ -235,9 +246,9 @@ def export_300w(folder: Path, out: Path) -> ExportResult:
     table = csv.writer(flags, lineterminator="\n")
     table.writerow(["pts", "key", "user", "occluded"])
     for r in sorted(read_corrections(folder), key=lambda r: r.key):
-        src = Path(r.abs_path)
+        src = r.path
         if not src.is_file():
-            missing.append(str(src))
+            missing.append(path_text(src))
             continue
         per_image[r.image] = per_image.get(r.image, 0) + 1
         dest = out / f"{names.base(r.image)}_{per_image[r.image]}{src.suffix.lower()}"
@@ -272,7 +283,7 @@ def parse(folder: Path, skipped: list[str]) -> Iterator[dict]:
     grouped by image."""
     images: dict[str, dict] = {}
     for c in sorted(read_corrections(folder), key=lambda c: c.key):
-        rec = images.setdefault(c.image, {"image": c.image, "abs_path": c.abs_path, "item": f"image {c.image!r}", "faces": []})
+        rec = images.setdefault(c.image, {"image": c.image, "abs_path": os.fspath(c.path), "item": f"image {c.image!r}", "faces": []})
         rec["faces"].append({"item": f"face {c.key!r}", "box": list(c.box) if len(c.box) == 4 else None, "points": c.points,
                              "source": c.status, "model_version": c.model_version})
     yield from images.values()

@@ -46,6 +46,7 @@ class Queue:
     height: np.ndarray
     model_version: np.ndarray
     root: Path | None = None
+    abs_path_bytes: np.ndarray | None = None  # (N,) object: the raw path when it is not valid UTF-8, else None
     uncertainty: np.ndarray | None = None  # (N, 68) float32 image pixels (`point_uncertainty`), NaN where unknown
     reference: np.ndarray | None = None  # (N, 68, 2) float32: an audit's `model_points`, drawn beside the labels
 
@@ -66,7 +67,7 @@ class Queue:
         boxes = df[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(np.float32, na_value=np.nan)
         q = cls(df.image.to_numpy(object), df.abs_path.to_numpy(object), df.face_index.fillna(-1).to_numpy(int),
                 conf[order], boxes, _lists(df.points, (N_POINTS, 2)), df.width.to_numpy(int), df.height.to_numpy(int),
-                df.model_version.to_numpy(object), root, _lists(df.point_uncertainty, (N_POINTS,)),
+                df.model_version.to_numpy(object), root, df.abs_path_bytes.to_numpy(object), _lists(df.point_uncertainty, (N_POINTS,)),
                 _lists(df.model_points, (N_POINTS, 2)) if "model_points" in df.columns else None)
         q.check_images()
         return q
@@ -87,10 +88,14 @@ class Queue:
 
     def image_path(self, i: int) -> Path:
         """The image file of row i: under --root if given (refusing paths that leave it)."""
+        raw = self.abs_path_bytes[i] if self.abs_path_bytes is not None else None
+        # a name that is not valid UTF-8 is escaped in the text columns; its raw bytes are the truth
+        actual = Path(os.fsdecode(raw)) if raw else Path(self.abs_path[i])
         if self.root is None:
-            return Path(self.abs_path[i])
+            return actual
         root = self.root.resolve()
-        p = (root / self.image[i]).resolve()
+        rel = Path(*actual.parts[-len(Path(self.image[i]).parts):]) if raw else Path(self.image[i])
+        p = (root / rel).resolve()
         if not p.is_relative_to(root):
             raise UsageError(f"{self.image[i]}: refused, resolves outside {root}")
         return p
