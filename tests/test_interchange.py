@@ -627,3 +627,28 @@ def test_audit_cli_puts_the_corrupted_face_first(tmp_path):
     q = Queue.from_parquet(out)
     assert q.image[0] == files[0].name
     cli("audit", data, "--out", tmp_path / "audit.csv", check_rc=2)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_an_image_name_that_is_not_utf8_survives_every_format_and_export(tmp_path, fmt):
+    """The name is written as text with `\\xNN` escapes plus its raw bytes; reading finds the
+    image by those bytes, and an export to 300-W names the files after the escaped name."""
+    import os
+
+    from autolabel.files import path_text
+    from autolabel.formats import export
+
+    mod, writer_cls, suffix, _ = FORMATS[fmt]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    img = folder / os.fsdecode(b"caf\xe9.png")
+    Image.new("RGB", (320, 240), (90, 90, 90)).save(img)
+    pts = (np.random.default_rng(0).random((N_POINTS, 2)) * [300, 220]).astype(np.float32)
+    r = ImageResult(img, 320, 240, (Face(Box(10, 10, 200, 200, 1.0), pts, 0.01, "model", "m123"),))
+    w = writer_cls(tmp_path / f"l{suffix}", metadata={"model_version": "m123"})
+    w.write_result(r, path_text(img.name), (img.stat().st_size, img.stat().st_mtime_ns))
+    w.close()
+    assert path_text(img) in writer_cls(tmp_path / f"l{suffix}").done_keys()  # a rerun skips it
+    labels, refused = export(tmp_path / f"l{suffix}", tmp_path / "out", to="pts")
+    assert not refused and not labels.skipped and [(name, r.path) for name, r in labels.images] == [("caf\\xe9.png", img)]
+    assert "caf\\xe9_1.pts" in os.listdir(tmp_path / "out")

@@ -31,7 +31,7 @@ from autolabel.types import FormatError
 CATEGORY_ID = 1
 #: COCO skeletons index keypoints from 1.
 SKELETON: list[list[int]] = [[i + 1, j + 1] for i, j, _ in connections()]
-_IMAGE_EXTRA = ("abs_path", "file_size", "file_mtime_ns", "status", "error")
+_IMAGE_EXTRA = ("abs_path", "file_size", "file_mtime_ns", "status", "error", "abs_path_bytes")
 
 
 def category() -> dict:

@@ -27,8 +27,8 @@ XS = [f"x_{i}" for i in range(N_POINTS)]
 YS = [f"y_{i}" for i in range(N_POINTS)]
 BOX = ["box_x0", "box_y0", "box_x1", "box_y1"]
 COLUMNS = ["image", "face_index", *BOX, "det_score", "confidence", *XS, *YS,
-           "width", "height", "status", "error", "abs_path", "file_size", "file_mtime_ns", "source", "model_version"]
-_IMAGE_FIELDS = ("width", "height", "status", "error", "abs_path", "file_size", "file_mtime_ns")
+           "width", "height", "status", "error", "abs_path", "file_size", "file_mtime_ns", "abs_path_bytes", "source", "model_version"]
+_IMAGE_FIELDS = ("width", "height", "status", "error", "abs_path", "file_size", "file_mtime_ns", "abs_path_bytes")
 
 
 def parse(path: Path, skipped: list[str]) -> Iterator[dict]:

@@ -34,7 +34,7 @@ from autolabel.formats.labelset import POINT_LABELS, LabelSet, PartsWriter, Reco
 from autolabel.markup import N_POINTS
 from autolabel.types import FormatError
 
-_IMAGE_EXTRA = ("image", "abs_path", "file_size", "file_mtime_ns", "status", "error")
+_IMAGE_EXTRA = ("image", "abs_path", "file_size", "file_mtime_ns", "status", "error", "abs_path_bytes")
 _BOX_EXTRA = ("det_score", "confidence", "source", "model_version")
 
 

@@ -52,7 +52,7 @@ from autolabel.types import FormatError
 LOCAL_FILES = "/data/local-files/?d="
 #: point size in Label Studio (`value.width`, percent of the image width)
 POINT_SIZE = 0.4
-_DATA_EXTRA = ("abs_path", "file_size", "file_mtime_ns", "width", "height", "status", "error")
+_DATA_EXTRA = ("abs_path", "file_size", "file_mtime_ns", "width", "height", "status", "error", "abs_path_bytes")
 
 
 def label_config() -> str:

@@ -27,6 +27,7 @@ A record::
 from __future__ import annotations
 
 import contextlib
+import os
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -37,7 +38,7 @@ from typing import TextIO
 import numpy as np
 from PIL import Image
 
-from autolabel.files import atomic_path
+from autolabel.files import atomic_path, path_bytes, path_text
 from autolabel.geometry import points_box
 from autolabel.markup import GROUPS, N_POINTS
 from autolabel.types import Box, Face, FormatError, ImageResult
@@ -106,11 +107,23 @@ def image_size(path: Path) -> tuple[int, int]:
     return w, h
 
 
+def raw_path(hex_bytes) -> Path | None:
+    """The path a record's `abs_path_bytes` (hex of a name that is not valid UTF-8) names; None
+    when absent or not hex."""
+    try:
+        return Path(os.fsdecode(bytes.fromhex(hex_bytes))) if isinstance(hex_bytes, str) and hex_bytes else None
+    except ValueError:
+        return None
+
+
 def resolve_image(rec: dict, base: Path, root: Path | None) -> tuple[Path | None, list[Path]]:
     """The image file of a record, and the places looked: under `root` (images moved), at the
     absolute path it was labelled at, then relative to the labels file's folder."""
     ref = rec.get("ref") or rec["image"]
     cands = [root / rec["image"]] if root is not None else []
+    raw = raw_path(rec.get("abs_path_bytes"))
+    if raw is not None:
+        cands.append(raw)
     if rec.get("abs_path"):
         cands.append(Path(rec["abs_path"]))
     cands.append(base / ref)
@@ -212,8 +225,11 @@ def json_num(v: float | None, digits: int = 6) -> float | None:
 
 # ----------------------------------------------------------------------------------- writing
 def record_of(r: ImageResult, rel: str, stat: tuple[int, int] | None) -> dict:
-    """ImageResult -> record (JSON-serialisable)."""
-    return {"image": rel, "abs_path": str(r.path.absolute()), "file_size": stat[0] if stat else None,
+    """ImageResult -> record (JSON-serialisable). A path that is not valid UTF-8 is kept as text
+    (`files.path_text`, the resume key) and as its raw bytes in hex (`abs_path_bytes`)."""
+    raw = path_bytes(r.path.absolute())
+    return {"image": rel, "abs_path": path_text(r.path.absolute()), "abs_path_bytes": raw.hex() if raw else None,
+            "file_size": stat[0] if stat else None,
             "file_mtime_ns": stat[1] if stat else None, "width": r.width, "height": r.height, "status": r.status,
             "error": r.error,
             "faces": [{"box": [float(v) for v in f.box.as_list()], "det_score": json_num(f.box.score),
