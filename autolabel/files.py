@@ -125,9 +125,11 @@ class OutputLock:
     UsageError naming the holder. The holder deletes the file when it lets go.
     """
 
-    def __init__(self, path: Path, what: str):
+    def __init__(self, path: Path, what: str, hint: str = "wait for it to finish, or choose another --out", by: str = "run"):
         self.path = Path(path)
         self.what = what
+        self.hint = hint
+        self.by = by
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -138,8 +140,7 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "starting up"
                 os.close(fd)
-                raise UsageError(f"{self.what} is in use by another autolabel run ({holder}); "
-                                 "wait for it to finish, or choose another --out") from None
+                raise UsageError(f"{self.what} is in use by another autolabel {self.by} ({holder}); {self.hint}") from None
             # the previous holder may have deleted the file while we opened it: lock the live one
             try:
                 live = os.fstat(fd).st_ino == os.stat(self.path).st_ino

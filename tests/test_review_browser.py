@@ -78,6 +78,8 @@ def test_drag_save_accept_reject_reload(app, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "review_editor.png"))
     face = page.evaluate("window.__autolabel.face")
+    # the points whose predicted error scale is large are ringed (a model with a scale: v2)
+    assert page.locator("circle.al-unc").count() == len(face["uncertain_points"])
     before = np.array(page.evaluate("window.__autolabel.points"))
     scale = page.evaluate("window.__autolabel.view.s")
     # drag point 30 (nose tip) by (+40, -25) screen pixels
@@ -390,6 +392,16 @@ def test_server_functions_refuse_nonsense_with_a_message(app):
                 res = json.load(r)
             assert r.status == 200 and res["ok"] is False and res["message"], (fn, data, res)
     assert all(k != img + "#+999" for k in s.store.state)
+
+
+def test_a_second_server_on_the_same_corrections_folder_is_refused(app):
+    """It would not see the first server's saves and would overwrite them: refused at once,
+    naming the holder."""
+    from autolabel.review.app import serve
+    from autolabel.types import UsageError
+
+    with pytest.raises(UsageError, match=r"in use by another autolabel review server \(pid \d+.*open that server's page"):
+        serve(app["labels"], app["corr"], port=free_port(), block=False)
 
 
 def test_login_guesses_are_slowed(app, tmp_path):

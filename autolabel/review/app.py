@@ -18,6 +18,7 @@ from pathlib import Path
 
 from starlette.middleware import Middleware
 
+from autolabel.files import OutputLock
 from autolabel.formats.corrections import CorrectionStore
 from autolabel.labelling import Labeler
 from autolabel.markup import GROUP_COLORS, GROUPS, connections
@@ -112,7 +113,13 @@ def serve(labels: Path, corrections: Path, root: Path | None = None, host: str =
     auth: user -> password (checked by SlowAuth); user: the reviewer's name written in each
     journal record when nobody logs in (default: the login name on this machine)."""
     queue = Queue.from_parquet(labels, root)
-    store = CorrectionStore(corrections, labels, root)
+    store = CorrectionStore(corrections, labels, root)  # checks that the folder can be written
+    # one server per corrections folder: a second would not see the first's saves and overwrite them
+    # (one server takes many reviewers: open its page from each browser)
+    lock = OutputLock(Path(corrections) / ".review.lock", f"the corrections folder {corrections}", by="review server",
+                      hint="open that server's page instead (many reviewers can share one), or give another --corrections")
+    lock.acquire()
+    atexit.register(lock.release)
     writer = StateWriter(store)
     atexit.register(store.close)
 
