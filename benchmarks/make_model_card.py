@@ -1,6 +1,6 @@
 """Write model/README.md (the model card) from a training run and an `autolabel eval` report.
 
-    python benchmarks/make_model_card.py --run runs/shipped --eval model/reports --bench model/reports/bench.txt
+    python benchmarks/make_model_card.py --run /work/runs/v2 --eval model/reports --bench model/reports/bench_inference.txt
     python benchmarks/make_model_card.py --onnx-only     # after re-exporting: update only the card's ONNX section
 """
 
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=Path("model/reports"))
     ap.add_argument("--bench", type=Path, default=Path("model/reports/bench_inference.txt"))
     ap.add_argument("--notes", type=Path, default=Path("model/reports/notes.md"))
+    ap.add_argument("--confidence", type=Path, default=Path("model/reports/confidence.json"))
     a = ap.parse_args()
     m = load_model(Path("model/landmarks.pt"))
     meta = m.meta
@@ -109,10 +110,36 @@ def main() -> None:
                      f"seed {rr['seed']}{', weight moving average ' + str(rr['ema']) if rr.get('ema') else ''}; "
                      f"{st.get('train_seconds', 0) / 60:.1f} min)")
     stages_text = "\n".join(lines)
+    if meta.get("arch", "resnet18-1ch-136") == "resnet18-1ch-hm":
+        what = (f"A ResNet18 trunk (torchvision `resnet18(weights=None)`, first conv 1 channel) with a heatmap head (two stride-2\n"
+                f"transposed convs to 16×16, 68 heatmaps, soft-argmax: integral regression), a learned label offset and a\n"
+                f"per-point error scale, predicting the 68 iBUG / 300-W points from a {m.input_size}x{m.input_size} grayscale face crop.")
+    else:
+        what = (f"A ResNet18 (torchvision `resnet18(weights=None)`, first conv 1 channel, 136-value head) that\n"
+                f"regresses the 68 iBUG / 300-W points from a {m.input_size}x{m.input_size} grayscale face crop.")
+    val_text = (f"Validation (best epoch) = {meta['val_split']} ({meta.get('val_faces')} faces held out of the\n"
+                f"  {meta.get('train_faces', 0) + meta.get('val_faces', 0)}); `300w/helen/testset` was not read during training"
+                if "hash" in str(meta.get("val_split", "")) else f"Validation (early stopping, best epoch) = `300w/helen/testset` ({meta.get('val_faces')} faces)")
+    conf = json.loads(a.confidence.read_text()) if a.confidence.is_file() else None
+    conf_text = ""
+    if conf:
+        rows = [f"| {name} | {k} | {q['spearman']:.3f} | {100 * q['worst_in_top']:.0f} % |"
+                for name in ("val", "test") for k, q in conf[name]["candidates"].items()]
+        conf_text = f"""## Confidence: does it find the bad labels?
+
+The review queue shows the least sure faces first, so the score must rank faces by their error.
+`benchmarks/confidence_eval.py` (det protocol, flip averaging, runtime `{conf['runtime']}`): Spearman correlation between
+each candidate score and the face's NME, and the share of the worst 10 % of faces that the score's top 10 % holds.
+Candidates were compared on the validation split; the test rows were read once, after choosing.
+Shipped: **`scale+flip/2`** (`autolabel/predictor.py: face_confidence`).
+
+| set | score | Spearman | worst 10 % in top 10 % |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
     card = f"""# autolabel landmark model `{m.model_id}`
 
-A ResNet18 (torchvision `resnet18(weights=None)`, first conv 1 channel, 136-value head) that
-regresses the 68 iBUG / 300-W points from a {m.input_size}x{m.input_size} grayscale face crop.
+{what}
 Trained from scratch on this 2-core CPU machine. The model version is the first 12 hex digits
 of the SHA-256 of `landmarks.pt` (fp16 weights, {Path('model/landmarks.pt').stat().st_size / 2**20:.1f} MiB).
 
@@ -124,8 +151,7 @@ only. These weights inherit that restriction.**
 {stages_text}
 - Data: `300w/afw` + `300w/helen/trainset` + `300w/lfpw/trainset`: {meta.get('train_faces')} faces
   ({meta.get('train_hog_boxes')} with a dlib HOG box; the rest cropped from a box made from their points),
-  fingerprint `{meta.get('train_fingerprint')}`. Validation (early stopping, best epoch) = `300w/helen/testset`
-  ({meta.get('val_faces')} faces). `ytf68/` was not used.
+  fingerprint `{meta.get('train_fingerprint')}`. {val_text}. `ytf68/` was not used.
 - Training time: {total_min:.1f} minutes of epochs on 2 CPU cores{' over ' + str(len(stages)) + ' stages' if len(stages) > 1 else ''}; last stage: best epoch
   {best_epoch} of {len(hist['epoch'])} (validation NME {100 * meta.get('best_val_nme', float('nan')):.2f} % without flip averaging).
 - Augmentation (all in one affine warp, so pixels and points move together): rotation ±{r['augment']['rotation_deg']}°,
@@ -162,6 +188,7 @@ coordinates (crop side = 1); ≤3px/≤5px = share of points within 3 / 5 pixels
 
 ![CED](reports/ced.png)
 
+{conf_text}
 {onnx_section()}
 ## Speed (this machine: 2 CPU cores)
 

@@ -1,10 +1,10 @@
 """The ONNX exports against the torch runtime: accuracy parity on helen/testset and landmark-stage
-speed (faces/s at batch 32, flip averaging on, as `autolabel run` predicts).
+speed (faces/s at batch 16 by default, flip averaging on, as `autolabel run` predicts).
 
     python benchmarks/onnx_parity.py [--model model/landmarks.pt] [--write model/reports/onnx_parity.txt]
 
 Faces are cropped from a box made from their ground-truth points (`geometry.box_from_points`, the
-`gt` protocol), so the three runtimes see identical crops. Speed: the same 32 crops predicted
+`gt` protocol), so the three runtimes see identical crops. Speed: the same `--batch` crops predicted
 repeatedly with `--threads` CPU threads; the load average is printed beside it.
 """
 
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--data", type=Path, default=data_root() / "300w" / "helen" / "testset")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16, help="faces per call in the speed test")
     ap.add_argument("--write", type=Path, default=None, help="also write the report here")
     a = ap.parse_args()
     samples = find_samples(a.data)
@@ -63,9 +64,9 @@ def main() -> None:
         dev = np.linalg.norm(pts[n] - pts["torch"], axis=-1)
         e = nme(pts[n], gt).mean()
         lines.append(f"{n:10} {100 * e:7.3f} {100 * (e - ref):+18.3f} {dev.mean():12.3f} {dev.max():11.2f}")
-    batch = crops_a[:32]
+    batch = crops_a[: a.batch]
     load = os.getloadavg()[0]
-    lines.append(f"landmark stage, batch 32, {a.threads} threads, flip averaging (2 network passes per face), load {load:.1f}:")
+    lines.append(f"landmark stage, batch {a.batch}, {a.threads} threads, flip averaging (2 network passes per face), load {load:.1f}:")
     for n in names:
         lines.append(f"  {n:10} {faces_per_s(rts[n], batch):7.0f} faces/s")
     lines.append(f"  (load average {os.getloadavg()[0]:.1f} after; {os.cpu_count()} cores)")
