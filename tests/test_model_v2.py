@@ -110,10 +110,17 @@ def test_validation_split_is_stable_and_about_the_asked_share():
     assert {s.image.name for s in split_by_name(again, 0.1)[1]} == {s.image.name for s in val}
 
 
-def test_a_version_1_file_still_loads(shipped_model_path):
-    assert torch.load(shipped_model_path, weights_only=True)["format_version"] == 1  # the shipped v1 file
-    m = load_model(shipped_model_path)
-    assert type(m.net).__name__ == "ResNet" and not hasattr(m.net, "label_offset")
+def test_a_version_1_file_still_loads(tmp_path):
+    """A file as v1 wrote it: format_version 1, no "arch" (all v1 files are the regression net)."""
+    torch.manual_seed(0)
+    net = build_network("resnet18-1ch-136").eval()
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"format": "autolabel-landmarks", "format_version": 1, "input_size": 128, "meta": {"recipe": {}},
+                "state_dict": sd}, tmp_path / "v1.pt")
+    m = load_model(tmp_path / "v1.pt")
+    assert type(m.net).__name__ == "ResNet" and not hasattr(m.net, "label_offset") and m.input_size == 128
+    x = torch.randint(0, 255, (2, 128, 128), dtype=torch.uint8)
+    assert torch.allclose(InferenceGraph(m.net)(x)[0], InferenceGraph(net.half().float())(x)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

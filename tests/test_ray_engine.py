@@ -227,6 +227,10 @@ def test_ray_rows_equal_the_local_engines(ray_run, local_out):
         np.testing.assert_allclose(ray_df[col][ok], loc[col][ok], atol=1e-4)
     np.testing.assert_allclose(np.stack(ray_df.points[ok]), np.stack(loc.points[ok]), atol=1e-3)
     np.testing.assert_allclose(ray_df.confidence[ok], loc.confidence[ok], atol=1e-4)
+    unc_r, unc_l = ray_df.point_uncertainty[ok], loc.point_uncertainty[ok]  # per-point scales travel too (null for v1)
+    assert unc_r.isna().tolist() == unc_l.isna().tolist()
+    if unc_l.notna().all():
+        np.testing.assert_allclose(np.stack(unc_r), np.stack(unc_l), atol=1e-3)
 
 
 @needs_ray
@@ -241,3 +245,24 @@ def test_a_bad_image_among_good_ones_is_one_error_row(ray_run):
     assert (df[df.image != "bad.jpg"].status != "error").all()
     assert df[df.image == "sky.jpg"].status.tolist() == ["no_face"]
     assert "bad.jpg" in rerun.stderr
+
+
+@needs_ray
+@pytest.mark.ray
+@pytest.mark.needs_data
+def test_a_pts_folder_from_ray_holds_the_local_engines_points(cluster, folder, local_out, tmp_path):
+    """Same command, same outputs: `--format pts` on the Ray engine writes the faces the local
+    engine found, one .pts per face, at its points."""
+    from autolabel.formats.pts import read_pts
+    from autolabel.labelling_ray import RaySettings
+
+    out = tmp_path / "pts"
+    settings = RaySettings(detect_cpus=0.25, actor_cpus=0.25, actors=(1, 1), detect_batch=1, infer_batch=2, flush_seconds=0)
+    s = labelling.run([folder], out, fmt="pts", engine="ray", ray_settings=settings, progress=False)
+    assert (s.images, s.errors) == (7, 1)
+    loc = pd.read_parquet(local_out)
+    ok = loc[loc.status == "ok"]
+    files = sorted(p.name for p in out.glob("*.pts"))
+    assert files == sorted(f"{Path(i).stem}_{int(k) + 1}.pts" for i, k in zip(ok.image, ok.face_index))
+    for img, k, pts in zip(ok.image, ok.face_index, ok.points):
+        np.testing.assert_allclose(read_pts(out / f"{Path(img).stem}_{int(k) + 1}.pts"), np.reshape(pts, (68, 2)), atol=2e-3)
