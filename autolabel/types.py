@@ -73,7 +73,9 @@ class Box:
 class Face:
     """One labelled face. `points` is (68, 2) float32; `confidence` is the uncertainty score
     described in `autolabel.predictor.Predictor` (NME-like, lower is more certain);
-    `point_uncertainty` the model's (68,) per-point error scale in image pixels, when it has one."""
+    `point_uncertainty` the model's (68,) per-point error scale in image pixels, when it has one;
+    `occluded` 68 flags (points hidden behind something, placed where they would be), when a
+    person or a file said so."""
 
     box: Box
     points: np.ndarray
@@ -81,6 +83,7 @@ class Face:
     source: str = "model"
     model_id: str = ""
     point_uncertainty: np.ndarray | None = None
+    occluded: tuple[bool, ...] | None = None
 
 
 @dataclass(frozen=True)

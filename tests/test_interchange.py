@@ -652,3 +652,26 @@ def test_an_image_name_that_is_not_utf8_survives_every_format_and_export(tmp_pat
     labels, refused = export(tmp_path / f"l{suffix}", tmp_path / "out", to="pts")
     assert not refused and not labels.skipped and [(name, r.path) for name, r in labels.images] == [("caf\\xe9.png", img)]
     assert "caf\\xe9_1.pts" in os.listdir(tmp_path / "out")
+
+
+def test_occluded_flags_from_review_reach_coco_as_visibility_1_and_come_back(tmp_path):
+    """A reviewer's occluded flags: COCO v = 1 (labelled, not visible) for those points, 2 for
+    the rest; reading the COCO file back gives the same flags."""
+    from autolabel.formats import export
+    from autolabel.formats.corrections import CorrectionStore
+
+    img = tmp_path / "imgs" / "a.png"
+    img.parent.mkdir()
+    Image.new("RGB", (320, 240), (90, 90, 90)).save(img)
+    pts = (np.random.default_rng(0).random((N_POINTS, 2)) * [300, 220]).astype(np.float32)
+    occ = [i in (8, 30, 31) for i in range(N_POINTS)]
+    store = CorrectionStore(tmp_path / "corr")
+    store.record("a.png#0", "corrected", pts, 0, image="a.png", abs_path=img, box=[10, 10, 200, 200], model_version="m",
+                 width=320, height=240, occluded=occ)
+    store.close()
+    export(tmp_path / "corr", tmp_path / "c.json", to="coco")
+    kp = json.loads((tmp_path / "c.json").read_text())["annotations"][0]["keypoints"]
+    assert [i for i in range(N_POINTS) if kp[3 * i + 2] == 1] == [8, 30, 31] and kp.count(2) >= N_POINTS - 3
+    back = coco.read(tmp_path / "c.json")
+    (_, _, _, face), = list(back.faces())
+    assert face.occluded == tuple(occ)

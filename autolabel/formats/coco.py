@@ -2,9 +2,10 @@
 
 One category "face" with the 68 keypoint names and a 1-based skeleton (as COCO's "person");
 one `images` entry per image (faceless and failed ones too: their status is an extra field) and
-one annotation per face: `keypoints` 68 x [x, y, v] with v = 2 (labelled and visible; FiftyOne's
-importer drops v = 0 points), `bbox` [x, y, w, h], area, iscrowd 0, plus autolabel's
-`face_index`, `det_score`, `confidence`, `source` and `model_version`.
+one annotation per face: `keypoints` 68 x [x, y, v] with v = 2 (labelled and visible) or 1
+(labelled but occluded: a reviewer's flag; FiftyOne's importer drops only v = 0 points), `bbox`
+[x, y, w, h], area, iscrowd 0, plus autolabel's `face_index`, `det_score`, `confidence`,
+`source` and `model_version`.
 
 Pixel convention: keypoints are 0-based pixel indices, as autolabel's own points (COCO keypoints
 are integers in [0, W-1]; detectron2 adds 0.5 when it reads them). `bbox` edges are continuous
@@ -40,9 +41,10 @@ def category() -> dict:
 
 def _annotation(face: dict, ann_id: int, image_id: int, k: int) -> dict:
     pts = np.asarray(face["points"], np.float64).reshape(N_POINTS, 2)
+    occ = face.get("occluded") or [False] * N_POINTS
     kp: list[float] = []
-    for x, y in pts:
-        kp += [round(float(x), 3), round(float(y), 3), 2]
+    for (x, y), o in zip(pts, occ):
+        kp += [round(float(x), 3), round(float(y), 3), 1 if o else 2]  # COCO: 1 = labelled, not visible
     x0, y0, x1, y1 = (float(v) for v in face["box"])
     return {"id": ann_id, "image_id": image_id, "category_id": CATEGORY_ID, "keypoints": kp, "num_keypoints": N_POINTS,
             "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)], "area": round((x1 - x0) * (y1 - y0), 3),
@@ -101,6 +103,8 @@ def _face(a: dict, cats: dict) -> dict:
         return {**face, "problem": "keypoints are not numbers"}
     pts = arr[:, :2].copy()
     pts[arr[:, 2] <= 0] = np.nan  # v = 0: not labelled (x = y = 0 by COCO's rule)
+    if (arr[:, 2] == 1).any():  # v = 1: labelled but not visible (occluded)
+        face["occluded"] = (arr[:, 2] == 1).tolist()
     box = a.get("bbox")
     if isinstance(box, list) and len(box) == 4:
         try:

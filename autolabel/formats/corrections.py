@@ -285,7 +285,7 @@ def parse(folder: Path, skipped: list[str]) -> Iterator[dict]:
     for c in sorted(read_corrections(folder), key=lambda c: c.key):
         rec = images.setdefault(c.image, {"image": c.image, "abs_path": os.fspath(c.path), "item": f"image {c.image!r}", "faces": []})
         rec["faces"].append({"item": f"face {c.key!r}", "box": list(c.box) if len(c.box) == 4 else None, "points": c.points,
-                             "source": c.status, "model_version": c.model_version})
+                             "source": c.status, "model_version": c.model_version, "occluded": list(c.occluded)})
     yield from images.values()
 
 

@@ -195,8 +195,10 @@ def _face(f: dict) -> tuple[Face | None, str]:
     if b is None:
         p = points_box(pts)
         b = Box(p.x0, p.y0, p.x1, p.y1, _num(f.get("det_score"), 0.0))
+    occ = f.get("occluded")
+    occ = tuple(bool(v) for v in occ) if isinstance(occ, (list, tuple)) and len(occ) == N_POINTS and any(occ) else None
     return Face(b, pts.astype(np.float32), _num(f.get("confidence"), float("nan")), str(f.get("source") or "labels"),
-                str(f.get("model_version") or "")), ""
+                str(f.get("model_version") or ""), occluded=occ), ""
 
 
 def _finite(v) -> bool:
@@ -234,7 +236,8 @@ def record_of(r: ImageResult, rel: str, stat: tuple[int, int] | None) -> dict:
             "error": r.error,
             "faces": [{"box": [float(v) for v in f.box.as_list()], "det_score": json_num(f.box.score),
                        "points": np.asarray(f.points, np.float64).round(4).tolist(), "confidence": json_num(f.confidence),
-                       "source": f.source, "model_version": f.model_id} for f in r.faces]}
+                       "source": f.source, "model_version": f.model_id,
+                       **({"occluded": [bool(v) for v in f.occluded]} if f.occluded and any(f.occluded) else {})} for f in r.faces]}
 
 
 class PartFiles:
