@@ -155,12 +155,17 @@ def review(
     creds = credentials(auth, auth_file)
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
-    labels = as_reviewable(labels, corrections, root)
-    from autolabel.review.app import serve  # gradio
+    from autolabel.review.app import review_lock, serve  # gradio
 
+    lock = review_lock(corrections)  # before anything is written into the folder
+    try:
+        labels = as_reviewable(labels, corrections, root)
+    except BaseException:
+        lock.release()
+        raise
     # Gradio's own start-up text ends in a `share=True` hint a CLI user cannot act on: start it
     # quietly and say where it listens.
-    demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, user=user, block=False)
+    demo, _ = serve(labels, corrections, root, host, port, creds, model, open_browser, user=user, block=False, lock=lock)
     typer.echo(f"reviewing {labels} at {demo.local_url} (Ctrl+C to stop)")
     try:
         while demo.is_running:

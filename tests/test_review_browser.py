@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PHOTOS
+from helpers import PHOTOS, cli
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -400,8 +400,13 @@ def test_a_second_server_on_the_same_corrections_folder_is_refused(app):
     from autolabel.review.app import serve
     from autolabel.types import UsageError
 
+    before = {p.name: p.stat().st_mtime_ns for p in app["corr"].iterdir()}
     with pytest.raises(UsageError, match=r"in use by another autolabel review server \(pid \d+.*open that server's page"):
         serve(app["labels"], app["corr"], port=free_port(), block=False)
+    assert {p.name: p.stat().st_mtime_ns for p in app["corr"].iterdir()} == before  # nothing in the folder touched
+    r = cli("review", app["labels"], "--corrections", app["corr"], "--port", str(free_port()), check_rc=2)
+    assert "in use by another autolabel review server" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in app["corr"].iterdir()} == before
 
 
 def test_login_guesses_are_slowed(app, tmp_path):

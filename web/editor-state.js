@@ -49,7 +49,8 @@ function createState(cfg) {
   S.clear = () => { S.face = null; S.pts = []; S.box = null; S.theirs = null; };
   S.loadAdded = (res) => {  // a face the person drew a box for; its points come from the model
     S.face = { ...S.face, key: res.key, rev: 0, status: 'todo', box: res.box, points: res.points, model_points: res.points,
-      occluded: null, draft: null, face_index: -1 };
+      occluded: null, draft: null, face_index: -1, audit: false,
+      uncertain_points: res.uncertain_points || [], point_uncertainty: res.point_uncertainty || null };
     take(res.points, null, res.box); S.theirs = null;
     S.loaded = ''; S.undo = []; S.redo = []; S.sel.clear();
   };

@@ -177,9 +177,9 @@ def read_labels_any(path: Path, fmt: str | None = None, root: Path | None = None
 def safe_name(name: str) -> str | None:
     """`name` as a relative posix path that stays under an output folder, or None (absolute, a
     drive, or climbing out with `..`): names read from other people's files decide output paths.
-    A backslash separates folders (Windows names), except in the `\\xNN` escapes `files.path_text`
-    writes for bytes that are not UTF-8."""
-    p = PurePosixPath(re.sub(r"\\(?!x[0-9a-fA-F]{2})", "/", str(name)))
+    A backslash separates folders (Windows names), except in the `\\x80`-`\\xff` escapes
+    `files.path_text` writes for bytes that are not UTF-8."""
+    p = PurePosixPath(re.sub(r"\\(?!x[89a-fA-F][0-9a-fA-F])", "/", str(name)))
     if p.is_absolute() or ".." in p.parts or not p.parts or PureWindowsPath(str(name)).drive:
         return None
     return p.as_posix()

@@ -167,7 +167,7 @@ class CorrectionStore:
             "key": [r["key"] for r in recs],
             "image": [r["image"] for r in recs],
             "abs_path": [r["abs_path"] for r in recs],
-            "abs_path_bytes": pa.array([bytes.fromhex(r["abs_path_hex"]) if r.get("abs_path_hex") else None for r in recs], pa.binary()),
+            "abs_path_bytes": pa.array([_raw(r.get("abs_path_hex")) for r in recs], pa.binary()),
             "status": [r["status"] for r in recs],
             "points": pa.array([np.asarray(r["points"], np.float32).reshape(-1).tolist() for r in recs], pa.list_(pa.float32(), 2 * N_POINTS)),
             "box": pa.array([r["box"] for r in recs], pa.list_(pa.float32(), 4)),
@@ -191,6 +191,14 @@ class CorrectionStore:
         self._journal.close()
 
 
+def _raw(hex_text) -> bytes | None:
+    """The bytes a record's `abs_path_hex` holds; None when absent or not hex (a hand-edited journal)."""
+    try:
+        return bytes.fromhex(hex_text) if isinstance(hex_text, str) and hex_text else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Correction:
     """A face's current state in a corrections store: what the person decided and its points."""
@@ -211,7 +219,8 @@ class Correction:
     @property
     def path(self) -> Path:
         """The image file (by its raw bytes when its name is not valid UTF-8)."""
-        return Path(os.fsdecode(bytes.fromhex(self.abs_path_hex))) if self.abs_path_hex else Path(self.abs_path)
+        raw = _raw(self.abs_path_hex)
+        return Path(os.fsdecode(raw)) if raw else Path(self.abs_path)
 
     @classmethod
     def from_record(cls, rec: dict) -> Correction:

@@ -107,11 +107,13 @@ def image_size(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def raw_path(hex_bytes) -> Path | None:
-    """The path a record's `abs_path_bytes` (hex of a name that is not valid UTF-8) names; None
-    when absent or not hex."""
+def raw_path(raw) -> Path | None:
+    """The path a record's `abs_path_bytes` names (the raw bytes of a name that is not valid
+    UTF-8, as bytes or hex text); None when absent or not hex."""
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        return Path(os.fsdecode(bytes(raw)))
     try:
-        return Path(os.fsdecode(bytes.fromhex(hex_bytes))) if isinstance(hex_bytes, str) and hex_bytes else None
+        return Path(os.fsdecode(bytes.fromhex(raw))) if isinstance(raw, str) and raw else None
     except ValueError:
         return None
 
@@ -197,8 +199,15 @@ def _face(f: dict) -> tuple[Face | None, str]:
         b = Box(p.x0, p.y0, p.x1, p.y1, _num(f.get("det_score"), 0.0))
     occ = f.get("occluded")
     occ = tuple(bool(v) for v in occ) if isinstance(occ, (list, tuple)) and len(occ) == N_POINTS and any(occ) else None
+    unc = f.get("point_uncertainty")
+    try:
+        unc = np.asarray(unc, np.float32) if unc is not None else None
+    except (TypeError, ValueError):
+        unc = None
+    if unc is not None and (unc.shape != (N_POINTS,) or not np.isfinite(unc).all()):
+        unc = None
     return Face(b, pts.astype(np.float32), _num(f.get("confidence"), float("nan")), str(f.get("source") or "labels"),
-                str(f.get("model_version") or ""), occluded=occ), ""
+                str(f.get("model_version") or ""), point_uncertainty=unc, occluded=occ), ""
 
 
 def _finite(v) -> bool:

@@ -305,14 +305,17 @@ def parse(path: Path, skipped: list[str]) -> Iterator[dict]:
     for row in df.itertuples(index=False):
         rec = images.get(row.image)
         if rec is None:
-            rec = images[row.image] = {"image": row.image, "abs_path": row.abs_path, "file_size": _opt(row.file_size),
+            raw = row.abs_path_bytes
+            rec = images[row.image] = {"image": row.image, "abs_path": row.abs_path, "abs_path_bytes": raw.hex() if raw else None,
+                                       "file_size": _opt(row.file_size),
                                        "file_mtime_ns": _opt(row.file_mtime_ns), "width": _opt(row.width),
                                        "height": _opt(row.height), "status": row.status, "error": row.error,
                                        "item": f"image {row.image!r}", "faces": []}
         if row.status == "ok" and row.points is not None:
             rec["faces"].append({"item": f"face {_opt(row.face_index)}", "box": [row.box_x0, row.box_y0, row.box_x1, row.box_y1],
                                  "det_score": row.det_score, "points": np.asarray(row.points, np.float64).reshape(-1, 2),
-                                 "confidence": row.confidence, "source": "model", "model_version": row.model_version})
+                                 "confidence": row.confidence, "source": "model", "model_version": row.model_version,
+                                 "point_uncertainty": row.point_uncertainty})
     yield from images.values()
 
 

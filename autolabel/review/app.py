@@ -26,7 +26,7 @@ from autolabel.resources import web_dir
 from autolabel.review.access import RefuseUploads, SlowAuth, exposure_warning
 from autolabel.review.queue import Queue
 from autolabel.review.session import InputError, ReviewSession, StateWriter
-from autolabel.types import AutolabelError
+from autolabel.types import AutolabelError, UsageError
 
 log = logging.getLogger("autolabel.review")
 
@@ -105,20 +105,35 @@ def build_app(session: ReviewSession, title: str = "autolabel review"):
     return demo
 
 
-def serve(labels: Path, corrections: Path, root: Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-          auth: dict[str, str] | None = None, model: Path | None = None, open_browser: bool = False, block: bool = True,
-          user: str | None = None, auth_delay: float = 0.5):
-    """Open the store and the queue and start the server.
-
-    auth: user -> password (checked by SlowAuth); user: the reviewer's name written in each
-    journal record when nobody logs in (default: the login name on this machine)."""
-    queue = Queue.from_parquet(labels, root)
-    store = CorrectionStore(corrections, labels, root)  # checks that the folder can be written
-    # one server per corrections folder: a second would not see the first's saves and overwrite them
-    # (one server takes many reviewers: open its page from each browser)
+def review_lock(corrections: Path) -> OutputLock:
+    """The corrections folder's lock, taken (the folder is made): one server per folder, since a
+    second would not see the first's saves and would overwrite them (one server takes many
+    reviewers: each opens its page). UsageError naming the holder when it is taken."""
+    try:
+        Path(corrections).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write corrections to {corrections}: {e.strerror or e}") from None
     lock = OutputLock(Path(corrections) / ".review.lock", f"the corrections folder {corrections}", by="review server",
                       hint="open that server's page instead (many reviewers can share one), or give another --corrections")
     lock.acquire()
+    return lock
+
+
+def serve(labels: Path, corrections: Path, root: Path | None = None, host: str = "127.0.0.1", port: int = 7860,
+          auth: dict[str, str] | None = None, model: Path | None = None, open_browser: bool = False, block: bool = True,
+          user: str | None = None, auth_delay: float = 0.5, lock: OutputLock | None = None):
+    """Take the corrections folder's lock (`review_lock`, unless `lock` is the one already taken),
+    open the store and the queue and start the server; closing the app lets go of the lock.
+
+    auth: user -> password (checked by SlowAuth); user: the reviewer's name written in each
+    journal record when nobody logs in (default: the login name on this machine)."""
+    lock = review_lock(corrections) if lock is None else lock
+    try:
+        queue = Queue.from_parquet(labels, root)
+        store = CorrectionStore(corrections, labels, root)
+    except BaseException:
+        lock.release()
+        raise
     atexit.register(lock.release)
     writer = StateWriter(store)
     atexit.register(store.close)
@@ -132,7 +147,20 @@ def serve(labels: Path, corrections: Path, root: Path | None = None, host: str =
         log.warning(warning)
         print(f"autolabel: warning: {warning}", file=sys.stderr)
     demo = build_app(session)
-    demo.launch(server_name=host, server_port=port, auth=SlowAuth(auth, base=auth_delay).check if auth else None,
-                inbrowser=open_browser, prevent_thread_lock=not block, max_file_size=1, show_error=True, quiet=not block,
-                app_kwargs={"middleware": [Middleware(RefuseUploads)]})
+    close = demo.close
+
+    def close_and_unlock(*a, **kw):
+        try:
+            return close(*a, **kw)
+        finally:
+            lock.release()
+
+    demo.close = close_and_unlock
+    try:
+        demo.launch(server_name=host, server_port=port, auth=SlowAuth(auth, base=auth_delay).check if auth else None,
+                    inbrowser=open_browser, prevent_thread_lock=not block, max_file_size=1, show_error=True, quiet=not block,
+                    app_kwargs={"middleware": [Middleware(RefuseUploads)]})
+    except BaseException:
+        lock.release()
+        raise
     return demo, session

@@ -23,6 +23,15 @@ from autolabel.types import UsageError
 UNCERTAIN_SHARE = 0.04
 
 
+def uncertain_points(points: np.ndarray, uncertainty: np.ndarray | None) -> list[int]:
+    """The points whose predicted error scale exceeds UNCERTAIN_SHARE of the shape's
+    outer-eye-corner distance (none when the scale or the points are not all known)."""
+    if uncertainty is None or not np.isfinite(uncertainty).all() or not np.isfinite(points).all():
+        return []
+    iod = max(float(np.linalg.norm(points[36] - points[45])), 1e-6)
+    return np.flatnonzero(np.asarray(uncertainty) > UNCERTAIN_SHARE * iod).tolist()
+
+
 def _lists(col, shape: tuple[int, ...]) -> np.ndarray:
     """A column of fixed-size lists (nulls allowed) as a float32 array (N, *shape), NaN for nulls."""
     out = np.full((len(col), *shape), np.nan, np.float32)
@@ -73,12 +82,8 @@ class Queue:
         return q
 
     def uncertain_points(self, i: int) -> list[int]:
-        """The points of row i whose predicted error scale exceeds UNCERTAIN_SHARE of the model's
-        outer-eye-corner distance (none when the labels carry no scale)."""
-        if self.uncertainty is None or np.isnan(self.uncertainty[i]).all() or np.isnan(self.points[i]).any():
-            return []
-        iod = max(float(np.linalg.norm(self.points[i][36] - self.points[i][45])), 1e-6)
-        return np.flatnonzero(self.uncertainty[i] > UNCERTAIN_SHARE * iod).tolist()
+        """`uncertain_points` of row i (none when the labels carry no scale)."""
+        return [] if self.uncertainty is None else uncertain_points(self.points[i], self.uncertainty[i])
 
     def __len__(self) -> int:
         return len(self.image)

@@ -24,7 +24,7 @@ from autolabel.formats.corrections import STATUSES, ConflictError, CorrectionSto
 from autolabel.images import load_image
 from autolabel.markup import N_POINTS
 from autolabel.review.drafts import DraftStore
-from autolabel.review.queue import Queue
+from autolabel.review.queue import Queue, uncertain_points
 from autolabel.types import AutolabelError, Box
 
 log = logging.getLogger("autolabel.review")
@@ -324,7 +324,7 @@ class ReviewSession:
             # the model's shape: an audit's `model_points` (the labels under audit are `points`), else the labels' own
             "model_points": _shape(q.reference[row] if q.reference is not None else q.points[row]),
             "audit": q.reference is not None,
-            "point_uncertainty": None if q.uncertainty is None or np.isnan(q.uncertainty[row]).all()
+            "point_uncertainty": None if q.uncertainty is None or not np.isfinite(q.uncertainty[row]).all()
             else np.round(q.uncertainty[row], 2).tolist(),
             "uncertain_points": q.uncertain_points(row),
             "box": self._box(row), "occluded": rec.get("occluded") if rec else None,
@@ -415,5 +415,8 @@ class ReviewSession:
         n = 1 + sum(1 for k in self.store.state if k.startswith(image + "#+")) + sum(1 for k in self._pending_box if k.startswith(image + "#+"))
         key = face_key(image, f"+{n}")
         self._pending_box = {**self._pending_box, key: [x0, y0, x1, y1]}
+        unc = faces[0].point_uncertainty
         return {"ok": True, "key": key, "points": np.round(faces[0].points, 2).tolist(), "box": [x0, y0, x1, y1], "rev": 0,
+                "uncertain_points": uncertain_points(faces[0].points, unc),
+                "point_uncertainty": None if unc is None else np.round(unc, 2).tolist(),
                 "status": "todo", "message": "new face: correct its points, then save (S) or accept (A)"}
