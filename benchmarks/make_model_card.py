@@ -187,6 +187,8 @@ coordinates (crop side = 1); ≤3px/≤5px = share of points within 3 / 5 pixels
 {table(rep)}
 ```
 
+The whole report: [`reports/eval.txt`](reports/eval.txt), [`reports/eval.json`](reports/eval.json) (`autolabel eval`, runtime `{rep.get('runtime', '')}`).
+
 ![CED](reports/ced.png)
 
 {conf_text}

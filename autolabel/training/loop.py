@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from autolabel.datasets import Canvases
 from autolabel.metrics import nme
-from autolabel.model import build_network, normalise_images, predict_crops, to_norm
+from autolabel.model import arch_of, build_network, normalise_images, predict_crops, to_norm
 from autolabel.training.augment import AugmentConfig, augment_with_flip, center_crop
 from autolabel.training.checkpoints import CheckpointSaver, TrainState
 from autolabel.training.ema import WeightAverage
@@ -198,7 +198,10 @@ def fit(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    # finetuning keeps the architecture of the weights it starts from
+    # finetuning keeps the architecture of the weights it starts from (and records it, so the
+    # checkpoints load back into that architecture)
+    if init is not None:
+        cfg = dataclasses.replace(cfg, arch=arch_of(init))
     net = copy.deepcopy(init) if init is not None else build_network(cfg.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
