@@ -157,9 +157,10 @@ def review(
         raise UsageError(f"--root {root}: no such folder")
     from autolabel.review.app import review_lock, serve  # gradio
 
+    read = read_reviewable(labels, root)  # checks what it is before the folder is made
     lock = review_lock(corrections)  # before anything is written into the folder
     try:
-        labels = as_reviewable(labels, corrections, root)
+        labels = as_reviewable(labels, corrections, read)
     except BaseException:
         lock.release()
         raise
@@ -174,10 +175,10 @@ def review(
         demo.close()
 
 
-def as_reviewable(labels: Path, corrections: Path, root: Path | None) -> Path:
-    """What review opens: a labels Parquet or a run folder as is; labels in another readable
-    format are converted (again, each time) into the corrections folder's `labels.parquet`."""
-    from autolabel.formats import detect_format, read_labels_any, write_labels
+def read_reviewable(labels: Path, root: Path | None):
+    """What review will open, checked without writing anything: `labels` itself (a labels
+    Parquet or a run folder) or the LabelSet read from labels in another readable format."""
+    from autolabel.formats import detect_format, read_labels_any
 
     accepts = "review opens what `autolabel run` or `autolabel audit` wrote (labels.parquet, a --format pts folder) or labels in any readable format"
     if not labels.exists():
@@ -191,8 +192,18 @@ def as_reviewable(labels: Path, corrections: Path, root: Path | None) -> Path:
     if not read.n_faces:
         raise UsageError(f"{labels}: no labelled faces read from it as {fmt} ({len(read.skipped)} items skipped); {accepts}")
     typer.echo(read.summary(), err=True)
+    return read
+
+
+def as_reviewable(labels: Path, corrections: Path, read) -> Path:
+    """The labels file review opens: `read_reviewable`'s Path as is; its LabelSet converted
+    (again, each time) into the corrections folder's `labels.parquet`."""
+    from autolabel.formats import write_labels
+
+    if isinstance(read, Path):
+        return read
     converted = corrections / "labels.parquet"
-    write_labels(read, converted, "parquet", metadata={"converted_from": str(labels.absolute()), "format": fmt})
+    write_labels(read, converted, "parquet", metadata={"converted_from": str(labels.absolute()), "format": read.format})
     return converted
 
 

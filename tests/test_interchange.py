@@ -566,19 +566,20 @@ def test_corrections_exported_to_label_studio_read_back_as_the_corrections(tmp_p
 
 
 def test_review_opens_a_coco_file_converted_into_the_corrections_folder(tmp_path):
-    from autolabel.cli import as_reviewable
+    from autolabel.cli import as_reviewable, read_reviewable
     from autolabel.review.queue import Queue
 
     results = _results(tmp_path / "imgs", n_images=3)
     _write(coco.CocoWriter, tmp_path / "l.json", results, tmp_path / "imgs")
-    labels = as_reviewable(tmp_path / "l.json", tmp_path / "corr", None)
+    (tmp_path / "corr").mkdir()
+    labels = as_reviewable(tmp_path / "l.json", tmp_path / "corr", read_reviewable(tmp_path / "l.json", None))
     assert labels == tmp_path / "corr" / "labels.parquet"
     q = Queue.from_parquet(labels)
     keys = sorted(q.key(i) for i in range(len(q)) if q.face_index[i] >= 0)
     assert keys == ["im1.png#0", "sub/im 2.png#0", "sub/im 2.png#1"]
     i = next(i for i in range(len(q)) if q.key(i) == "im1.png#0")
     np.testing.assert_allclose(q.points[i], results[1].faces[0].points, atol=1e-3)
-    assert as_reviewable(labels, tmp_path / "corr", None) == labels  # a labels Parquet as is
+    assert as_reviewable(labels, tmp_path / "corr", read_reviewable(labels, None)) == labels  # a labels Parquet as is
 
 
 def test_finetune_reads_the_faces_of_a_dlib_xml(tmp_path):
