@@ -266,3 +266,57 @@ def test_a_pts_folder_from_ray_holds_the_local_engines_points(cluster, folder, l
     assert files == sorted(f"{Path(i).stem}_{int(k) + 1}.pts" for i, k in zip(ok.image, ok.face_index))
     for img, k, pts in zip(ok.image, ok.face_index, ok.points):
         np.testing.assert_allclose(read_pts(out / f"{Path(img).stem}_{int(k) + 1}.pts"), np.reshape(pts, (68, 2)), atol=2e-3)
+
+
+@needs_ray
+@pytest.mark.ray
+@pytest.mark.needs_data
+def test_ctrl_c_on_a_ray_run_saves_what_finished_and_the_rerun_completes(cluster, tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) mid-way through
+    `autolabel run --engine ray` on a cluster: exit 130 with the resume hint, the results that
+    had arrived are saved, and the same command then labels only the rest."""
+    import re
+    import signal
+
+    c, _ = cluster
+    src = tmp_path / "in"
+    src.mkdir()
+    n = 64  # results reach the driver in bursts of the actors' batch (32): interrupt between two
+    for f in sorted(HELEN_TEST.glob("*.jpg"))[:n]:
+        shutil.copy(f, src / f.name)
+    out = tmp_path / "labels"
+    cmd = [sys.executable, "-m", "autolabel", "run", str(src), "--out", str(out), "--engine", "ray", "--address", c.address]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": str(NO_PROGRESS_TIMEOUT_S)}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+    err = bytearray()
+
+    def read():
+        while chunk := proc.stderr.read1(256):
+            err.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.time() + 4 * NO_PROGRESS_TIMEOUT_S
+    done_before = 0
+    while proc.poll() is None and time.time() < deadline:
+        counts = re.findall(rb"(\d+)/%d \[" % n, bytes(err))
+        done_before = int(counts[-1]) if counts else 0
+        if done_before >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be interrupted: {bytes(err)[-500:]!r}"
+    assert 1 <= done_before < n, bytes(err)[-500:]
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(timeout=120)
+    reader.join(timeout=10)
+    text = bytes(err).decode(errors="replace")
+    assert rc == 130, text[-1000:]
+    assert "interrupted: finished batches are saved; rerun the same command to resume" in text
+    saved = pd.read_parquet(out) if any(out.glob("part-*.parquet")) else pd.DataFrame({"image": []})
+    assert len(saved.image.unique()) >= done_before  # what the bar counted had reached the writer
+    rerun = subprocess.run([*cmd, "--quiet"], check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{saved.image.nunique()} already labelled (skipped)" in rerun.stderr
+    df = pd.read_parquet(out)
+    assert sorted(df.image.unique()) == sorted(p.name for p in src.iterdir())
+    assert not df.duplicated(["image", "face_index"]).any()

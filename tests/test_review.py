@@ -361,12 +361,18 @@ def test_uncertain_points_are_named_for_the_editor(setup):
     iod = np.linalg.norm(pts[:, 36] - pts[:, 45], axis=-1)
     unc = np.tile((0.5 * UNCERTAIN_SHARE * iod)[:, None], (1, 68)).astype(np.float32)
     unc[0, [8, 30]] = 1.5 * UNCERTAIN_SHARE * iod[0]
+    assert len(t) >= 4
+    unc[1, 5] = -1.0  # from a file autolabel did not write: a negative scale makes the face's unusable
+    unc[2, 3] = 1e9  # an absurd one is capped at the eye-corner distance (a ring around the face)
     col = pa.array([u.tolist() for u in unc[:-1]] + [None], SCHEMA.field("point_uncertainty").type)
     pq.write_table(t.set_column(t.schema.get_field_index("point_uncertainty"), "point_uncertainty", col), labels)
     s = ReviewSession(Queue.from_parquet(labels), store)
     faces = {s.face(i)["key"]: s.face(i) for i in range(len(s.q))}
     first = faces[f"{t.column('image')[0].as_py()}#0"]
     assert first["uncertain_points"] == [8, 30] and len(first["point_uncertainty"]) == 68
+    negative, huge = (faces[f"{t.column('image')[i].as_py()}#0"] for i in (1, 2))
+    assert negative["uncertain_points"] == [] and negative["point_uncertainty"] is None
+    assert huge["uncertain_points"] == [3] and huge["point_uncertainty"][3] == pytest.approx(iod[2], abs=0.01)
     last = faces[f"{t.column('image')[len(t) - 1].as_py()}#0"]
     assert last["uncertain_points"] == [] and last["point_uncertainty"] is None  # a face without scales
     assert all(f["audit"] is False for f in faces.values())

@@ -23,13 +23,28 @@ from autolabel.types import UsageError
 UNCERTAIN_SHARE = 0.04
 
 
+def usable_uncertainty(points: np.ndarray, uncertainty: np.ndarray | None) -> np.ndarray | None:
+    """A face's per-point error scales as the editor may draw them, or None when they cannot be
+    trusted: not 68 finite values >= 0 (a file autolabel did not write), or points unknown.
+    Scales are capped at the outer-eye-corner distance, so one absurd value draws a ring around
+    the face, not across the screen."""
+    if uncertainty is None or points is None or not np.isfinite(points).all():
+        return None
+    u = np.asarray(uncertainty, np.float32)
+    if u.shape != (N_POINTS,) or not np.isfinite(u).all() or (u < 0).any():
+        return None
+    return np.minimum(u, _iod(points))
+
+
 def uncertain_points(points: np.ndarray, uncertainty: np.ndarray | None) -> list[int]:
     """The points whose predicted error scale exceeds UNCERTAIN_SHARE of the shape's
-    outer-eye-corner distance (none when the scale or the points are not all known)."""
-    if uncertainty is None or not np.isfinite(uncertainty).all() or not np.isfinite(points).all():
-        return []
-    iod = max(float(np.linalg.norm(points[36] - points[45])), 1e-6)
-    return np.flatnonzero(np.asarray(uncertainty) > UNCERTAIN_SHARE * iod).tolist()
+    outer-eye-corner distance (none when the scales are not usable)."""
+    u = usable_uncertainty(points, uncertainty)
+    return [] if u is None else np.flatnonzero(u > UNCERTAIN_SHARE * _iod(points)).tolist()
+
+
+def _iod(points: np.ndarray) -> float:
+    return max(float(np.linalg.norm(np.asarray(points)[36] - np.asarray(points)[45])), 1e-6)
 
 
 def _lists(col, shape: tuple[int, ...]) -> np.ndarray:

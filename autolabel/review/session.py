@@ -24,7 +24,7 @@ from autolabel.formats.corrections import STATUSES, ConflictError, CorrectionSto
 from autolabel.images import load_image
 from autolabel.markup import N_POINTS
 from autolabel.review.drafts import DraftStore
-from autolabel.review.queue import Queue, uncertain_points
+from autolabel.review.queue import Queue, uncertain_points, usable_uncertainty
 from autolabel.types import AutolabelError, Box
 
 log = logging.getLogger("autolabel.review")
@@ -46,6 +46,11 @@ class InputError(AutolabelError):
 # ------------------------------------------------------------------ checking browser input
 def _shape(points: np.ndarray) -> list | None:
     return None if np.isnan(points).any() else np.round(points, 2).tolist()
+
+
+def _scales(points: np.ndarray, uncertainty: np.ndarray | None) -> list | None:
+    u = usable_uncertainty(points, uncertainty)
+    return None if u is None else np.round(u, 2).tolist()
 
 
 def check_points(points, width: int, height: int) -> np.ndarray:
@@ -324,8 +329,7 @@ class ReviewSession:
             # the model's shape: an audit's `model_points` (the labels under audit are `points`), else the labels' own
             "model_points": _shape(q.reference[row] if q.reference is not None else q.points[row]),
             "audit": q.reference is not None,
-            "point_uncertainty": None if q.uncertainty is None or not np.isfinite(q.uncertainty[row]).all()
-            else np.round(q.uncertainty[row], 2).tolist(),
+            "point_uncertainty": _scales(pts, None if q.uncertainty is None else q.uncertainty[row]),
             "uncertain_points": q.uncertain_points(row),
             "box": self._box(row), "occluded": rec.get("occluded") if rec else None,
             "confidence": None if np.isnan(q.confidence[row]) else float(q.confidence[row]),
@@ -418,5 +422,5 @@ class ReviewSession:
         unc = faces[0].point_uncertainty
         return {"ok": True, "key": key, "points": np.round(faces[0].points, 2).tolist(), "box": [x0, y0, x1, y1], "rev": 0,
                 "uncertain_points": uncertain_points(faces[0].points, unc),
-                "point_uncertainty": None if unc is None else np.round(unc, 2).tolist(),
+                "point_uncertainty": _scales(faces[0].points, unc),
                 "status": "todo", "message": "new face: correct its points, then save (S) or accept (A)"}
