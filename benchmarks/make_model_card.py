@@ -1,6 +1,7 @@
 """Write model/README.md (the model card) from a training run and an `autolabel eval` report.
 
-    python benchmarks/make_model_card.py --run /work/runs/v2 --eval model/reports --bench model/reports/bench_inference.txt
+    python benchmarks/make_model_card.py --run /work/runs/v2 --eval model/reports   (or --run model/reports: its history.json)
+    --bench model/reports/bench_inference.txt
     python benchmarks/make_model_card.py --onnx-only     # after re-exporting: update only the card's ONNX section
 """
 
@@ -130,9 +131,10 @@ def main() -> None:
 The review queue shows the least sure faces first, so the score must rank faces by their error.
 `benchmarks/confidence_eval.py` (det protocol, flip averaging, runtime `{conf['runtime']}`): Spearman correlation between
 each candidate score and the face's NME, and the share of the worst 10 % of faces that the score's top 10 % holds.
-Shipped: **`scale+flip/2`** (`autolabel/predictor.py: face_confidence`), fixed in the code before the
-run; on the validation split it has the best Spearman and ties for the best top-10 % share. The
-test rows are reported as measured; `eval.txt` above gives the same figures for the int8 runtime.
+Shipped: **`shipped`** = scale + flip disagreement / 2 (`autolabel/predictor.py: face_confidence`), fixed in
+the code before the run. `recrop` and `two-pass` need a second pass of the model on the crop placed by the
+first pass's points (twice the landmark cost; not shipped, see the notes below). The test rows are
+reported as measured; `eval.txt` above gives the shipped score's figures for the int8 runtime.
 
 | set | score | Spearman | worst 10 % in top 10 % |
 |---|---|---|---|
