@@ -1,9 +1,13 @@
 """Systematic offset of the model's points: mean (prediction - label) in x and y, in image pixels,
 on faces cropped from their ground-truth boxes, on the photos and on the same photos mirrored
 (issue 14 item 12). An offset that follows the labels flips sign with the mirror; one the model
-makes keeps it.
+makes keeps it. So per face, half the difference (mirrored - photo) in x is the labels' own
+offset from what they mark, and half the sum is the model's.
 
-    python benchmarks/x_bias.py [--model M] [--data DIR ...] [--runtime torch]
+    python benchmarks/x_bias.py [--model M] [--runtime auto] [--flip-off] [--faces 150] [--data DIR ...]
+
+Default: the three training folders (the model's own faces) and helen/testset, flip averaging on
+(the default settings); each folder and the training folders pooled.
 """
 
 from __future__ import annotations
@@ -43,18 +47,28 @@ def main() -> None:
     root = data_root() / "300w"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
-    ap.add_argument("--runtime", default="torch")
-    ap.add_argument("--data", type=Path, nargs="*", default=[root / "afw", root / "helen" / "testset"])
-    ap.add_argument("--faces", type=int, default=150, help="faces per folder")
+    ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--flip-off", action="store_true", help="also without flip averaging (torch runtime)")
+    ap.add_argument("--data", type=Path, nargs="*",
+                    default=[root / "afw", root / "helen" / "trainset", root / "lfpw" / "trainset", root / "helen" / "testset"])
+    ap.add_argument("--faces", type=int, default=150, help="faces per folder (every k-th, spread over the folder)")
     a = ap.parse_args()
-    for flip in (False, True):
-        pred = Predictor(make_runtime(a.runtime, a.model, flip=flip))
+    for flip in (True, False) if a.flip_off else (True,):
+        pred = Predictor(make_runtime(a.runtime if flip else "torch", a.model, flip=flip))
+        pooled = []
         for d in a.data:
-            samples = find_samples(d)[: a.faces]
-            for mirror in (False, True):
-                o = offsets(pred, samples, mirror)
-                print(f"model {pred.model_id} flip averaging {'on ' if flip else 'off'} {d.name:8} {'mirrored' if mirror else 'photos  '} "
-                      f"{len(o)} faces: mean dx {o[:, 0].mean():+.2f} px, dy {o[:, 1].mean():+.2f} px")
+            found = find_samples(d)
+            samples = found[:: max(1, len(found) // a.faces)][: a.faces]
+            photo, mirrored = offsets(pred, samples, False), offsets(pred, samples, True)
+            if "testset" not in str(d):
+                pooled.append((photo, mirrored))
+            name = d.relative_to(root) if d.is_relative_to(root) else d
+            print(f"model {pred.model_id} ({pred.runtime.name}), flip averaging {'on ' if flip else 'off'}: {str(name):15} {len(photo)} faces: "
+                  f"photos dx {photo[:, 0].mean():+.2f} dy {photo[:, 1].mean():+.2f} px; mirrored dx {mirrored[:, 0].mean():+.2f} px; "
+                  f"labels' own x offset {(mirrored - photo)[:, 0].mean() / 2:+.2f} px, the model's {(mirrored + photo)[:, 0].mean() / 2:+.2f} px")
+        if pooled:
+            photo = np.concatenate([p for p, _ in pooled])
+            print(f"  training folders pooled ({len(photo)} faces): photos dx {photo[:, 0].mean():+.3f} px, dy {photo[:, 1].mean():+.3f} px")
 
 
 if __name__ == "__main__":

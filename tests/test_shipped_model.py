@@ -11,12 +11,15 @@ from autolabel.detectors import make_detector
 from autolabel.evaluate import predict_samples
 from autolabel.formats.parquet import points_array, read_labels
 from autolabel.formats.pts import read_pts
+from autolabel.geometry import box_from_points
+from autolabel.images import load_image
 from autolabel.metrics import nme
 from autolabel.model import load_model
 from autolabel.predictor import Predictor
+from autolabel.runtimes import make_runtime
 from autolabel.runtimes.torch_runtime import TorchRuntime
 
-from helpers import HELEN_TEST, cli
+from helpers import DATA, HELEN_TEST, cli
 
 pytestmark = pytest.mark.needs_data
 
@@ -41,6 +44,26 @@ def test_shipped_weights_meet_the_bound(fixed_faces, shipped_model_path):
     err = nme(pred, np.stack([s.points for s in found]))
     assert err.mean() < NME_BOUND_60, f"mean NME {100 * err.mean():.2f}%"
     assert (err > 0.08).mean() <= 0.05
+
+
+def test_no_mean_offset_on_its_own_training_faces(shipped_model_path):
+    """Issue 14 item 12: v1's points sat 0.74-1.05 px left of the labels on its own training
+    faces. The 300-W labels sit about 1 px right of what they mark (a flip augmentation mirrors
+    that, so it must be learned in each face's label frame: model v2). Pooled over 150 faces of
+    each training folder (spread over it), ground-truth boxes, the default runtime and flip
+    averaging: no mean offset beyond 0.1 px in x or y (v2: +0.06, +0.00). Per folder the labels'
+    own offset differs (afw +1.23, helen +1.14, lfpw +0.77 px: benchmarks/x_bias.py), so one
+    model is within -0.19..+0.22 px of each folder, not of all."""
+    pred = Predictor(make_runtime("auto", shipped_model_path))
+    offsets = []
+    for folder in ("afw", "helen/trainset", "lfpw/trainset"):
+        found = find_samples(DATA / "300w" / folder)
+        for s in found[:: len(found) // 150][:150]:
+            points, *_ = pred.predict(*pred.crops(load_image(s.image).convert("L"), [box_from_points(s.points)]))
+            offsets.append((points[0] - s.points).mean(0))
+    dx, dy = np.mean(offsets, axis=0)
+    assert len(offsets) == 450
+    assert abs(dx) < 0.1 and abs(dy) < 0.1, f"mean offset ({dx:+.3f}, {dy:+.3f}) px"
 
 
 def test_run_puts_points_on_the_face_in_image_pixels(tmp_path, shipped_model_path):
