@@ -31,10 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_run import tree_rss
+from bench_run import tree_rss  # noqa: E402
 
-from autolabel.images import discover
-from autolabel.resources import data_root
+from autolabel.images import discover  # noqa: E402
+from autolabel.resources import data_root  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the ray CLI beside this Python
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}

@@ -29,8 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from autolabel.images import discover, load_image
-from autolabel.resources import data_root
+from autolabel.images import discover, load_image  # noqa: E402
+from autolabel.resources import data_root  # noqa: E402
 
 
 def tree_rss(pid: int) -> int:

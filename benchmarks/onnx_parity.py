@@ -20,13 +20,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from autolabel.datasets import find_samples
-from autolabel.geometry import box_from_points
-from autolabel.images import load_image
-from autolabel.metrics import nme
-from autolabel.predictor import Predictor, crop_faces
-from autolabel.resources import data_root
-from autolabel.runtimes import make_runtime
+from autolabel.datasets import find_samples  # noqa: E402
+from autolabel.geometry import box_from_points  # noqa: E402
+from autolabel.images import load_image  # noqa: E402
+from autolabel.metrics import nme  # noqa: E402
+from autolabel.predictor import Predictor, crop_faces  # noqa: E402
+from autolabel.resources import data_root  # noqa: E402
+from autolabel.runtimes import make_runtime  # noqa: E402
 
 
 def faces_per_s(rt, crops: np.ndarray, seconds: float = 8.0) -> float:

@@ -63,12 +63,15 @@ def main() -> None:
             if "testset" not in str(d):
                 pooled.append((photo, mirrored))
             name = d.relative_to(root) if d.is_relative_to(root) else d
-            print(f"model {pred.model_id} ({pred.runtime.name}), flip averaging {'on ' if flip else 'off'}: {str(name):15} {len(photo)} faces: "
-                  f"photos dx {photo[:, 0].mean():+.2f} dy {photo[:, 1].mean():+.2f} px; mirrored dx {mirrored[:, 0].mean():+.2f} px; "
-                  f"labels' own x offset {(mirrored - photo)[:, 0].mean() / 2:+.2f} px, the model's {(mirrored + photo)[:, 0].mean() / 2:+.2f} px")
+            own_labels, own_model = (mirrored - photo)[:, 0].mean() / 2, (mirrored + photo)[:, 0].mean() / 2
+            print(f"model {pred.model_id} ({pred.runtime.name}), flip averaging {'on ' if flip else 'off'}: "
+                  f"{str(name):15} {len(photo)} faces: photos dx {photo[:, 0].mean():+.2f} dy {photo[:, 1].mean():+.2f} px; "
+                  f"mirrored dx {mirrored[:, 0].mean():+.2f} px; labels' own x offset {own_labels:+.2f} px, "
+                  f"the model's {own_model:+.2f} px")
         if pooled:
             photo = np.concatenate([p for p, _ in pooled])
-            print(f"  training folders pooled ({len(photo)} faces): photos dx {photo[:, 0].mean():+.3f} px, dy {photo[:, 1].mean():+.3f} px")
+            dx, dy = photo.mean(0)
+            print(f"  training folders pooled ({len(photo)} faces): photos dx {dx:+.3f} px, dy {dy:+.3f} px")
 
 
 if __name__ == "__main__":

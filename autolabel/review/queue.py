@@ -87,7 +87,6 @@ class Queue:
         rank = df.audit_score.to_numpy(np.float32, na_value=np.nan) if "audit_score" in df.columns else conf
         order = np.lexsort((df.face_index.fillna(-1).to_numpy(), df.image.to_numpy(), np.nan_to_num(-rank, nan=np.inf)))
         df = df.iloc[order]
-        n = len(df)
         boxes = df[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(np.float32, na_value=np.nan)
         q = cls(df.image.to_numpy(object), df.abs_path.to_numpy(object), df.face_index.fillna(-1).to_numpy(int),
                 conf[order], boxes, _lists(df.points, (N_POINTS, 2)), df.width.to_numpy(int), df.height.to_numpy(int),
