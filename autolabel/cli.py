@@ -32,6 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-poi
 
 # Options that mean the same on every command that takes them (hf-CLI style shared aliases).
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+Refine = Annotated[bool, typer.Option("--refine", help="a second pass on the crop the first answer places, averaged with it: "
+                                      "better points and a confidence that ranks the bad ones better, at twice the model's cost")]
 Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
 Runtime = Annotated[str, typer.Option("--runtime", help=f"{' | '.join(RUNTIME_NAMES)}: landmark inference engine "
@@ -68,6 +70,7 @@ def run(
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
+    refine: Refine = False,
     quiet: Quiet = False,
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",
     address: Annotated[str | None, typer.Option(help="with --engine ray: the cluster, auto or HOST:PORT (default: start Ray here)")] = None,
@@ -84,7 +87,7 @@ def run(
     det_kw = {"upsample": upsample if upsample == "auto" else int(upsample), "max_side": max_side, "min_face_size": min_face_size}
     try:
         summary = labelling.run(paths, out, fmt, model, runtime=runtime, detector=detector, detector_kw=det_kw, workers=workers, globs=glob,
-                                overwrite=overwrite, flip=not no_flip, progress=not quiet, command=_command(), engine=engine, address=address)
+                                overwrite=overwrite, flip=not no_flip, refine=refine, progress=not quiet, command=_command(), engine=engine, address=address)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished batches are saved; rerun the same command to resume", err=True)
         raise typer.Exit(130)
@@ -125,12 +128,13 @@ def eval_(
     protocol: Annotated[list[str], typer.Option(help="det and/or gt")] = ["det", "gt"],
     no_dlib: Annotated[bool, typer.Option("--no-dlib", help="skip dlib's predictor baseline")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="no test-time flip averaging")] = False,
+    refine: Refine = False,
     runtime: Runtime = "auto",
     quiet: Quiet = False,
 ):
     """Score a model (and dlib's 68-point predictor) on annotated faces."""
     rep = evaluate.eval_model(data, out, model, runtime=runtime, protocols=tuple(protocol), with_dlib=not no_dlib, flip=not no_flip,
-                              progress=not quiet)
+                              refine=refine, progress=not quiet)
     typer.echo(evaluate.table(rep))
     typer.echo(f"wrote {out / 'eval.json'}, {out / 'ced.png'}")
 

@@ -193,13 +193,40 @@ def predict_jobs(predictor: Predictor, jobs: list[DetectJob]) -> list[ImageResul
     crops = [j.crops for j in jobs if j.crops is not None and len(j.crops)]
     ts = [t for j in jobs for t in j.transforms]
     pts, conf, unc = predictor.predict(np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8), ts)
+    errors = [j.error for j in jobs]
+    if predictor.refine:
+        pts, conf, unc, errors = _second_pass(predictor, jobs, pts, conf, unc)
     results, k = [], 0
-    for j in jobs:
+    for j, error in zip(jobs, errors):
         n = len(j.boxes)
-        faces = tuple(faces_of(j.boxes, pts[k : k + n], conf[k : k + n], unc[k : k + n], predictor.model_id))
+        faces = () if error else tuple(faces_of(j.boxes, pts[k : k + n], conf[k : k + n], unc[k : k + n], predictor.model_id))
         k += n
-        results.append(ImageResult(j.path, j.width, j.height, faces, j.error))
+        results.append(ImageResult(j.path, j.width, j.height, faces, error))
     return results
+
+
+def _second_pass(predictor: Predictor, jobs: list[DetectJob], pts, conf, unc):
+    """`Predictor.second_pass` for the faces of `jobs`: each image with faces is decoded again
+    (the workers send crops, not images). An image that can no longer be read as it was
+    detected becomes an error, not a first-pass answer passed off as refined."""
+    grays, errors, keep = [], [], []
+    for j in jobs:
+        err = j.error
+        if not err and j.boxes:
+            try:
+                img = load_image(j.path)
+                if img.size != (j.width, j.height):
+                    raise ImageError(f"now {img.width}x{img.height}, was {j.width}x{j.height}")
+                grays += [img.convert("L")] * len(j.boxes)
+            except Exception as e:  # noqa: BLE001 - one image's failure must not drop the batch
+                err = f"changed or unreadable since detection (--refine reads it again): {e}"
+        errors.append(err)
+        keep += [err is None] * len(j.boxes)
+    keep = np.asarray(keep, bool)
+    if keep.any():
+        pts, conf, unc = pts.copy(), conf.copy(), unc.copy()
+        pts[keep], conf[keep], unc[keep] = predictor.second_pass(grays, pts[keep], conf[keep], unc[keep])
+    return pts, conf, unc, errors
 
 
 def label_paths(
@@ -292,6 +319,7 @@ def run(
     globs: list[str] | None = None,
     overwrite: bool = False,
     flip: bool = True,
+    refine: bool = False,
     progress: bool = True,
     command: str = "",
     engine: str = "local",
@@ -335,11 +363,11 @@ def run(
     with OutputLock(out / ".autolabel.lock" if folder_out else out.with_name(out.name + ".lock"), str(out)):
         workers = default_workers() if workers is None else workers
         threads = inference_threads(workers) if engine == "local" else 1  # a Ray driver only reads the model's version
-        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=threads))
+        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=threads), refine=refine)
         detector_kw = detector_kw or {}
         runtime = predictor.runtime.name  # "auto" resolved: Ray actors make the same one
         meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
-                "runtime": runtime,
+                "runtime": runtime, "flip": flip, "refine": refine,
                 "detector": {"name": detector, **detector_kw}, "command": command,
                 "inputs": [path_text(_absolute(p)) for p in paths], "image_root": path_text(image_root(paths))}
         writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
@@ -368,14 +396,15 @@ class Labeler:
     "torch", as `run --runtime` (a loaded `LandmarkModel` always runs on torch).
     """
 
-    def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "auto"):
+    def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "auto",
+                 refine: bool = False):
         if isinstance(model, (str, Path)) or model is None:
             rt = make_runtime(runtime, model, flip=flip)
         else:  # a LandmarkModel already in memory
             from autolabel.runtimes.torch_runtime import TorchRuntime
 
             rt = TorchRuntime(model, flip=flip)
-        self.predictor = Predictor(rt)
+        self.predictor = Predictor(rt, refine=refine)
         self.detector = detector or make_detector("hog")
 
     def label_file(self, path: str | os.PathLike) -> list[Face]:
@@ -385,7 +414,10 @@ class Labeler:
         job = detect_and_crop(Path(path), self.detector, self.predictor.size)
         if job.error is not None:
             raise ImageError(f"{path}: {job.error}")
-        return faces_of(job.boxes, *self.predictor.predict(job.crops, job.transforms), self.predictor.model_id)
+        (result,) = predict_jobs(self.predictor, [job])
+        if result.error is not None:
+            raise ImageError(f"{path}: {result.error}")
+        return list(result.faces)
 
     def label(self, image: Image.Image, boxes: list[Box] | None = None) -> list[Face]:
         """Faces in a PIL image. Its EXIF orientation is applied first, as `run` does, so the

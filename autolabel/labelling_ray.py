@@ -98,11 +98,11 @@ class PredictActor:
     A node whose model differs from the driver's (another autolabel version or model file)
     or cannot load it answers with error rows naming the node, instead of mixing versions."""
 
-    def __init__(self, runtime: str, model: str | None, flip: bool, threads: int, model_id: str):
+    def __init__(self, runtime: str, model: str | None, flip: bool, threads: int, model_id: str, refine: bool = False):
         self.predictor: Predictor | None = None
         self.refusal: str | None = None
         try:
-            pred = Predictor(make_runtime(runtime, Path(model) if model else None, flip=flip, threads=threads))
+            pred = Predictor(make_runtime(runtime, Path(model) if model else None, flip=flip, threads=threads), refine=refine)
         except AutolabelError as e:
             self.refusal = f"cannot load the model on node {node_name()}: {e}"
             return
@@ -201,7 +201,7 @@ def label_paths_ray(
 ) -> Summary:
     """`labelling.label_paths` on a Ray cluster: the same inputs, results, resume and summary.
 
-    `predictor` is the driver's (its model version and crop size); each actor loads
+    `predictor` is the driver's (its model version, crop size and `refine`); each actor loads
     `runtime` / `model` / `flip` itself and must find the same model version.
     """
     t0 = time.time()
@@ -213,7 +213,7 @@ def label_paths_ray(
         settings = _resolve(settings)
         detect_kw = {"detector_name": detector_name, "detector_kw": detector_kw or {}, "size": predictor.size}
         actor_kw = {"runtime": runtime, "model": str(Path(model).absolute()) if model else None, "flip": flip,
-                    "threads": max(1, int(settings.actor_cpus)), "model_id": predictor.model_id}
+                    "threads": max(1, int(settings.actor_cpus)), "model_id": predictor.model_id, "refine": predictor.refine}
         todo = pending_images(inputs, globs, done, s)
         total = sum(not is_done for *_, is_done in listed_images(inputs, globs, done)) if progress else None
         bar = tqdm(total=total, desc="labelling", unit="img", disable=not progress, dynamic_ncols=True)

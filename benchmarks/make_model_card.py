@@ -133,7 +133,7 @@ The review queue shows the least sure faces first, so the score must rank faces 
 each candidate score and the face's NME, and the share of the worst 10 % of faces that the score's top 10 % holds.
 Shipped: **`shipped`** = scale + flip disagreement / 2 (`autolabel/predictor.py: face_confidence`), fixed in
 the code before the run. `recrop` and `two-pass` need a second pass of the model on the crop placed by the
-first pass's points (twice the landmark cost; not shipped, see the notes below). The test rows are
+first pass's points (twice the landmark cost: opt-in `--refine`, not the default; see the notes below). The test rows are
 reported as measured; `eval.txt` above gives the shipped score's figures for the int8 runtime.
 
 | set | score | Spearman | worst 10 % in top 10 % |

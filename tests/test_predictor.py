@@ -11,7 +11,7 @@ from PIL import Image
 from autolabel.datasets import detect_boxes, find_samples
 from autolabel.detectors import DEFAULT_SETTINGS, make_detector
 from autolabel.evaluate import predict_samples
-from autolabel.formats.parquet import points_array, read_labels
+from autolabel.formats.parquet import file_metadata, points_array, read_labels
 from autolabel.labelling import Labeler
 from autolabel.model import InferenceGraph, build_network, load_model, predict_crops
 from autolabel.predictor import Predictor
@@ -69,29 +69,55 @@ def test_one_source_of_detector_defaults():
 
 
 @pytest.mark.needs_data
-def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path):
+@pytest.mark.parametrize("refine", [False, True], ids=["one pass", "refine"])
+def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path, refine):
     """Same image, same box: the library API, `autolabel run` (Parquet) and `eval`'s prediction
-    agree to the last bit, because they share one detector setup and one crop-and-predict path."""
+    agree to the last bit, because they share one detector setup and one crop-and-predict path;
+    with `--refine` too (run's workers send crops, so its second pass decodes the image again)."""
     src = sorted(HELEN_TEST.glob("*.jpg"))[3]
     d = tmp_path / "one"
     d.mkdir()
     shutil.copy(src, d / src.name)
     shutil.copy(src.with_suffix(".pts"), d / src.with_suffix(".pts").name)
     out = tmp_path / "l.parquet"
-    cli("run", d, "--out", out, "--model", shipped_model_path, "--workers", "0", "--quiet", check_rc=0)
+    cli("run", d, "--out", out, "--model", shipped_model_path, "--workers", "0", "--quiet", *(["--refine"] if refine else []), check_rc=0)
+    assert file_metadata(out)["refine"] is refine
     rows = read_labels(out).query("status == 'ok'")
     run_boxes = [Box(r.box_x0, r.box_y0, r.box_x1, r.box_y1) for r in rows.itertuples()]
     run_pts = points_array(rows)
 
-    faces = Labeler(model=shipped_model_path).label(Image.open(src))
+    faces = Labeler(model=shipped_model_path, refine=refine).label(Image.open(src))
     assert len(faces) == len(rows) >= 1
-    for f, b, p in zip(faces, run_boxes, run_pts):
+    for f, b, p, c in zip(faces, run_boxes, run_pts, rows.confidence):
         assert np.allclose(f.box.as_list(), b.as_list(), atol=1e-4)  # the same detector settings
         np.testing.assert_array_equal(f.points, p)
+        assert f.confidence == pytest.approx(c, abs=1e-6)
 
     sample = detect_boxes(find_samples(d), make_detector("hog"), progress=False)[0]
     k = int(np.argmin([abs(b.x0 - sample.box.x0) + abs(b.y0 - sample.box.y0) for b in run_boxes]))
-    ev = predict_samples(Predictor(make_runtime("auto", shipped_model_path)), [sample], [sample.box])[0]  # run's and Labeler's default
-    single = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
+    ev = predict_samples(Predictor(make_runtime("auto", shipped_model_path), refine=refine), [sample], [sample.box])[0]
+    single = Labeler(model=shipped_model_path, refine=refine).label(Image.open(src), boxes=[sample.box])[0].points
     np.testing.assert_array_equal(ev, single)
     np.testing.assert_array_equal(ev, run_pts[k])
+    if refine:  # the second pass moved the points: it is not the first pass relabelled
+        first = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
+        assert 0.05 < np.abs(first - single).mean() < 2.0
+
+
+@pytest.mark.needs_data
+def test_refine_refuses_an_image_changed_since_detection(tmp_path, shipped_model_path):
+    """The second pass reads the image again: if it is no longer the image the workers detected
+    on, the image is an error row, not a first-pass answer passed off as refined."""
+    from autolabel.labelling import detect_and_crop, predict_jobs
+
+    src = sorted(HELEN_TEST.glob("*.jpg"))[3]
+    img = tmp_path / "face.jpg"
+    shutil.copy(src, img)
+    job = detect_and_crop(img, make_detector("hog"), 128)
+    assert job.boxes
+    Image.open(src).resize((100, 80)).save(img)  # replaced between detection and prediction
+    pred = Predictor(make_runtime("auto", shipped_model_path), refine=True)
+    (result,) = predict_jobs(pred, [job])
+    assert result.faces == () and "changed or unreadable since detection" in result.error and "now 100x80" in result.error
+    (plain,) = predict_jobs(Predictor(make_runtime("auto", shipped_model_path)), [job])
+    assert plain.error is None and len(plain.faces) == len(job.boxes)

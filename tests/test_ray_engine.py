@@ -81,6 +81,31 @@ def test_detection_stage_names_the_node_that_cannot_read_a_file(tmp_path):
     assert "file not found" in job.error and f"on node {node_name()}" in job.error
 
 
+@needs_ray
+@pytest.mark.needs_data
+def test_inference_actor_refines_as_the_local_engine(tmp_path):
+    """`--refine` reaches the actors: their second pass is `labelling.predict_jobs`' own."""
+    import pickle
+
+    from autolabel.detectors import make_detector
+    from autolabel.labelling import detect_and_crop, predict_jobs
+    from autolabel.labelling_ray import PredictActor
+    from autolabel.predictor import Predictor
+    from autolabel.runtimes import make_runtime
+
+    jobs = [detect_and_crop(f, make_detector("hog"), 128) for f in sorted(HELEN_TEST.glob("*.jpg"))[:2]]
+    local = Predictor(make_runtime("auto", None), refine=True)
+    actor = PredictActor("auto", None, True, 1, local.model_id, refine=True)
+    table = pa.table({"i": [0, 1], "job": [pickle.dumps(j) for j in jobs]})
+    got = [pickle.loads(b) for b in actor(table).column("result").to_pylist()]
+    want = predict_jobs(local, jobs)
+    assert [len(r.faces) for r in got] == [len(r.faces) for r in want] and sum(len(r.faces) for r in want) >= 2
+    for g, w in zip(got, want):
+        for fg, fw in zip(g.faces, w.faces):
+            np.testing.assert_array_equal(fg.points, fw.points)
+            assert fg.confidence == fw.confidence
+
+
 # --------------------------------------------------------------------------- on a cluster
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
