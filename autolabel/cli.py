@@ -1,7 +1,7 @@
 """The `autolabel` command line: a thin typer layer over the library.
 
     autolabel run ./photos --out labels.parquet
-    autolabel train --recipe model/recipe.toml --out runs/shipped
+    autolabel train --recipe model/recipe_v2.toml --out runs/v2
     autolabel eval --data ../shared/data/300w/helen/testset
     autolabel export labels.parquet --to coco --out faces.json
     autolabel audit ../shared/data/300w/helen/testset --out audit.parquet
@@ -100,7 +100,7 @@ def run(
 
 @app.command()
 def train(
-    recipe: Annotated[Path, typer.Option(help="recipe TOML (the shipped model's: model/recipe.toml)")] = Path("model/recipe.toml"),
+    recipe: Annotated[Path, typer.Option(help="recipe TOML (the shipped model's: model/recipe_v2.toml)")] = Path("model/recipe_v2.toml"),
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder: checkpoints, plots; rerun to resume")] = Path("runs/train"),
     data: Annotated[Optional[Path], typer.Option(help="data root the recipe's paths are relative to")] = None,
     export_to: Annotated[Optional[Path], typer.Option("--export", help="also write the best weights as a model file here")] = None,

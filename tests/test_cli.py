@@ -174,12 +174,12 @@ def test_review_prints_its_address_and_no_share_hint(tmp_path):
 
 
 # ------------------------------------------------------------------ the training recipe
-SHIPPED_RECIPE = REPO / "model" / "recipe.toml"
+SHIPPED_RECIPE = REPO / "model" / "recipe_v2.toml"
 
 
 def test_shipped_recipe_is_valid():
     cfg = TrainConfig.from_toml(SHIPPED_RECIPE)
-    assert cfg.epochs == 80 and cfg.augment.flip == 0.5
+    assert cfg.epochs == 70 and cfg.augment.flip == 0.5 and cfg.arch == "resnet18-1ch-hm" and cfg.val_fraction == 0.1
 
 
 @pytest.mark.parametrize("text, key", [
