@@ -45,6 +45,7 @@ class DetectJob:
     crops: np.ndarray | None = None
     transforms: tuple[CropTransform, ...] = ()
     error: str | None = None
+    stat: tuple[int, int] | None = None  # (size, mtime_ns) when decoded: `--refine` reads the file again
 
 
 # --------------------------------------------------------------------------- worker side
@@ -68,6 +69,7 @@ def detect_and_crop(path: Path, detector=None, size: int | None = None) -> Detec
     detector = detector or _W["det"]
     size = size or _W["size"]
     try:
+        stat = _file_stat(path)
         img = load_image(path)
     except ImageError as e:
         return DetectJob(path, error=str(e))
@@ -76,7 +78,15 @@ def detect_and_crop(path: Path, detector=None, size: int | None = None) -> Detec
     gray = img.convert("L")
     boxes = detector.detect(np.asarray(gray))
     crops, ts = crop_faces(gray, boxes, size)
-    return DetectJob(path, img.width, img.height, tuple(boxes), crops, tuple(ts))
+    return DetectJob(path, img.width, img.height, tuple(boxes), crops, tuple(ts), stat=stat)
+
+
+def _file_stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # load_image says why
+    return st.st_size, st.st_mtime_ns
 
 
 def _work(path: Path) -> DetectJob:
@@ -214,6 +224,8 @@ def _second_pass(predictor: Predictor, jobs: list[DetectJob], pts, conf, unc):
         err = j.error
         if not err and j.boxes:
             try:
+                if j.stat is not None and _file_stat(j.path) != j.stat:
+                    raise ImageError("the file was modified")
                 img = load_image(j.path)
                 if img.size != (j.width, j.height):
                     raise ImageError(f"now {img.width}x{img.height}, was {j.width}x{j.height}")

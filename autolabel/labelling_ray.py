@@ -116,8 +116,9 @@ class PredictActor:
         jobs: list[DetectJob] = [pickle.loads(b) for b in batch.column("job").to_pylist()]
         if self.predictor is None:
             results = [ImageResult(j.path, error=self.refusal) for j in jobs]
-        else:
-            results = predict_jobs(self.predictor, jobs)
+        else:  # errors found here (--refine reads each image again) name this node too
+            results = [replace(r, error=f"{r.error} (on node {node_name()})") if r.error and r.error != j.error else r
+                       for r, j in zip(predict_jobs(self.predictor, jobs), jobs)]
         blobs = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in results]
         return pa.table([batch.column("i"), pa.array(blobs, pa.binary())], schema=_RESULT_SCHEMA)
 

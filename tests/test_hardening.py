@@ -236,6 +236,25 @@ def test_an_unusable_existing_output_exits_2_and_leaves_nothing(tmp_path, random
     assert out.read_text() == "this is not parquet"
 
 
+def test_resuming_with_other_flip_or_refine_settings_is_refused(label, tmp_path):
+    """Rows with and without `--refine` (or flip averaging) must not end up in one output under one
+    metadata: the resume is refused before any work; --overwrite starts over."""
+    from autolabel.formats.parquet import file_metadata
+
+    _img(tmp_path / "in" / "a.jpg")
+    out, ds = tmp_path / "l.parquet", tmp_path / "ds"
+    label([tmp_path / "in"], out)
+    label([tmp_path / "in"], ds, fmt="parquet")  # a Parquet dataset: its part files carry the metadata
+    for target, kw in ((out, {}), (ds, {"fmt": "parquet"})):
+        with pytest.raises(UsageError, match=r"labelled with refine=False; this run has refine=True.*--overwrite"):
+            label([tmp_path / "in"], target, refine=True, **kw)
+        with pytest.raises(UsageError, match=r"flip=True; this run has flip=False"):
+            label([tmp_path / "in"], target, flip=False, **kw)
+    assert label([tmp_path / "in"], out).skipped_done == 1  # the same settings resume
+    label([tmp_path / "in"], out, refine=True, overwrite=True)
+    assert file_metadata(out)["refine"] is True
+
+
 def test_workers_leave_ctrl_c_to_the_main_process():
     old = signal.getsignal(signal.SIGINT)
     try:

@@ -1,12 +1,13 @@
 """The one crop-and-predict path: InferenceGraph's outputs, the Predictor, and `Labeler`,
 `autolabel run` and `eval` giving the same points for the same image and box."""
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from autolabel.datasets import detect_boxes, find_samples
 from autolabel.detectors import DEFAULT_SETTINGS, make_detector
@@ -115,9 +116,14 @@ def test_refine_refuses_an_image_changed_since_detection(tmp_path, shipped_model
     shutil.copy(src, img)
     job = detect_and_crop(img, make_detector("hog"), 128)
     assert job.boxes
-    Image.open(src).resize((100, 80)).save(img)  # replaced between detection and prediction
     pred = Predictor(make_runtime("auto", shipped_model_path), refine=True)
+    (same,) = predict_jobs(pred, [job])
+    assert same.error is None and len(same.faces) == len(job.boxes)
+    ImageOps.mirror(Image.open(src)).save(img)  # replaced between detection and prediction, same size
     (result,) = predict_jobs(pred, [job])
-    assert result.faces == () and "changed or unreadable since detection" in result.error and "now 100x80" in result.error
-    (plain,) = predict_jobs(Predictor(make_runtime("auto", shipped_model_path)), [job])
+    assert result.faces == () and "changed or unreadable since detection" in result.error and "modified" in result.error
+    Image.open(src).resize((100, 80)).save(img)
+    (result,) = predict_jobs(pred, [dataclasses.replace(job, stat=None)])  # a job without the file's stat
+    assert result.faces == () and "now 100x80" in result.error
+    (plain,) = predict_jobs(Predictor(make_runtime("auto", shipped_model_path)), [job])  # one pass reads nothing again
     assert plain.error is None and len(plain.faces) == len(job.boxes)

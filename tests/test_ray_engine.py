@@ -94,7 +94,7 @@ def test_inference_actor_refines_as_the_local_engine(tmp_path):
     from autolabel.runtimes import make_runtime
 
     jobs = [detect_and_crop(f, make_detector("hog"), 128) for f in sorted(HELEN_TEST.glob("*.jpg"))[:2]]
-    local = Predictor(make_runtime("auto", None), refine=True)
+    local = Predictor(make_runtime("auto", None, threads=1), refine=True)  # the actor's thread count: the same sums
     actor = PredictActor("auto", None, True, 1, local.model_id, refine=True)
     table = pa.table({"i": [0, 1], "job": [pickle.dumps(j) for j in jobs]})
     got = [pickle.loads(b) for b in actor(table).column("result").to_pylist()]
@@ -299,8 +299,10 @@ def test_a_pts_folder_from_ray_holds_the_local_engines_points(cluster, folder, l
 def test_ctrl_c_on_a_ray_run_saves_what_finished_and_the_rerun_completes(cluster, tmp_path):
     """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) while
     `autolabel run --engine ray` works on a cluster: exit 130 with the resume hint, whatever had
-    arrived is saved, and the same command then labels exactly the rest. (The results reach the
-    driver in bursts, so the interrupt comes once the job runs, not after a given count.)"""
+    arrived is saved, and the same command then labels exactly the rest. The results reach the
+    driver in bursts (here often one, then all the others at once), so the interrupt comes once
+    the job runs, not after a given count: what it saved may be nothing, and the rerun must skip
+    exactly what it saved."""
     import re
     import signal
 

@@ -148,6 +148,10 @@ def points_array(df) -> np.ndarray:
     return np.stack([np.asarray(p, np.float32) for p in df["points"]]).reshape(-1, N_POINTS, 2)
 
 
+#: run settings that must not change between a run and its resumption (see ParquetWriter)
+SAME_SETTINGS = ("flip", "refine")
+
+
 class ParquetWriter:
     """A `formats.Writer` for one Parquet file (metadata: the file's `autolabel` key)."""
 
@@ -169,6 +173,25 @@ class ParquetWriter:
             tmp.unlink()
         existing = sorted(self.parts.glob("part-*.parquet"))
         self.n_parts = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        if not overwrite:
+            self._check_same_settings()
+
+    def _check_same_settings(self) -> None:
+        """UsageError before any work when the rows already there were predicted with other
+        SAME_SETTINGS (flip averaging, --refine): a resumed file would mix them under one
+        metadata. (Rows carry their own model version, so another model may add to a file.)"""
+        mine = {k: self.metadata[k] for k in SAME_SETTINGS if k in self.metadata}
+        for f in self._files():
+            try:
+                theirs = file_metadata(f)
+            except (OSError, pa.ArrowInvalid, ValueError):
+                continue  # unreadable parts are reported by done_keys
+            differ = [k for k, v in mine.items() if k in theirs and theirs[k] != v]
+            if differ:
+                were = ", ".join(f"{k}={theirs[k]}" for k in differ)
+                now = ", ".join(f"{k}={mine[k]}" for k in differ)
+                raise UsageError(f"{self.out} was labelled with {were}; this run has {now}: resume with the same options, "
+                                 "or --overwrite to start over") from None
 
     def _parts_folder(self) -> Path:
         return self.out.with_name(self.out.name + ".parts")
