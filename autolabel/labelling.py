@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from autolabel import __version__
-from autolabel.detectors import Detector, make_detector
+from autolabel.detectors import DEFAULT_SETTINGS, Detector, make_detector
 from autolabel.files import OutputLock, path_text
 from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, is_parquet_dataset, make_writer
 from autolabel.geometry import CropTransform
@@ -380,7 +380,7 @@ def run(
         runtime = predictor.runtime.name  # "auto" resolved: Ray actors make the same one
         meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
                 "runtime": runtime, "flip": flip, "refine": refine,
-                "detector": {"name": detector, **detector_kw}, "command": command,
+                "detector": _detector_record(detector, detector_kw), "command": command,
                 "inputs": [path_text(_absolute(p)) for p in paths], "image_root": path_text(image_root(paths))}
         writer = make_writer(kind, out, metadata=meta, overwrite=overwrite)
         if engine == "ray":
@@ -393,6 +393,14 @@ def run(
                                   progress=progress)
         writer.close()
     return summary
+
+
+def _detector_record(name: str, overrides: dict) -> dict:
+    """The detector settings a run records: its overrides, and the rescan rule of "auto"."""
+    from autolabel.detectors.dlib_detectors import AUTO_SMALL
+
+    upsample = overrides.get("upsample", DEFAULT_SETTINGS["upsample"])
+    return {"name": name, **overrides, **({"rescan_below": AUTO_SMALL} if upsample == "auto" else {})}
 
 
 class Labeler:
