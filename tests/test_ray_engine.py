@@ -313,7 +313,11 @@ def test_ctrl_c_on_a_ray_run_saves_what_finished_and_the_rerun_completes(cluster
     for f in sorted(HELEN_TEST.glob("*.jpg"))[:n]:
         shutil.copy(f, src / f.name)
     out = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "autolabel", "run", str(src), "--out", str(out), "--engine", "ray", "--address", c.address]
+    args = ["run", str(src), "--out", str(out), "--engine", "ray", "--address", c.address]
+    # as from a terminal: a shell starts a background job (CI's pytest may be one) with SIGINT
+    # ignored, which Python then keeps; a command typed at a prompt has it at its default
+    cmd = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           f"sys.argv = ['autolabel', *{args!r}]; runpy.run_module('autolabel', run_name='__main__')"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": str(NO_PROGRESS_TIMEOUT_S)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
     err = bytearray()
@@ -339,7 +343,8 @@ def test_ctrl_c_on_a_ray_run_saves_what_finished_and_the_rerun_completes(cluster
     counts = re.findall(rb"(\d+)/%d \[" % n, bytes(err))
     assert saved.image.nunique() >= (int(counts[-1]) if counts else 0)  # what the bar counted had reached the writer
     assert saved.image.nunique() < n
-    rerun = subprocess.run([*cmd, "--quiet"], check=False, capture_output=True, text=True, env=env, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "autolabel", *args, "--quiet"], check=False, capture_output=True, text=True, env=env,
+                           timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{saved.image.nunique()} already labelled (skipped)" in rerun.stderr
     df = pd.read_parquet(out)
