@@ -216,28 +216,33 @@ def predict_jobs(predictor: Predictor, jobs: list[DetectJob]) -> list[ImageResul
 
 
 def _second_pass(predictor: Predictor, jobs: list[DetectJob], pts, conf, unc):
-    """`Predictor.second_pass` for the faces of `jobs`: each image with faces is decoded again
-    (the workers send crops, not images). An image that can no longer be read as it was
-    detected becomes an error, not a first-pass answer passed off as refined."""
-    grays, errors, keep = [], [], []
+    """`--refine` for the faces of `jobs`: the workers send crops, not images, so each image with
+    faces is decoded again, cut (`Predictor.recrop`) and let go, so a batch of big photos is not
+    held at once. An image that is no longer the file that was detected becomes an error, not a
+    first-pass answer passed off as refined."""
+    crops, ts, errors, keep, k = [], [], [], [], 0
     for j in jobs:
-        err = j.error
-        if not err and j.boxes:
+        err, n = j.error, len(j.boxes)
+        if not err and n:
             try:
                 if j.stat is not None and _file_stat(j.path) != j.stat:
                     raise ImageError("the file was modified")
                 img = load_image(j.path)
                 if img.size != (j.width, j.height):
                     raise ImageError(f"now {img.width}x{img.height}, was {j.width}x{j.height}")
-                grays += [img.convert("L")] * len(j.boxes)
+                c, t = predictor.recrop(img.convert("L"), pts[k : k + n])
+                crops.append(c)
+                ts += t
             except Exception as e:  # noqa: BLE001 - one image's failure must not drop the batch
                 err = f"changed or unreadable since detection (--refine reads it again): {e}"
         errors.append(err)
-        keep += [err is None] * len(j.boxes)
+        keep += [err is None] * n
+        k += n
     keep = np.asarray(keep, bool)
     if keep.any():
         pts, conf, unc = pts.copy(), conf.copy(), unc.copy()
-        pts[keep], conf[keep], unc[keep] = predictor.second_pass(grays, pts[keep], conf[keep], unc[keep])
+        again = predictor.predict(np.concatenate(crops), ts)
+        pts[keep], conf[keep], unc[keep] = predictor.combine((pts[keep], conf[keep], unc[keep]), again)
     return pts, conf, unc, errors
 
 

@@ -83,18 +83,29 @@ class Predictor:
 
     def second_pass(self, grays: Sequence[Image.Image], points: np.ndarray, confidence: np.ndarray,
                     uncertainty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`refine`: predict each face again on the crop its first points place
-        (`geometry.box_from_points`, as for the `gt` protocol) and average the two passes.
-        `grays[i]` is face i's mode-"L" image. The confidence is the two passes' mean plus half
-        the mean distance between their points over the eye-corner distance: where a shifted
-        crop moves the answer, the answer is less sure (benchmarks/confidence_eval.py, `two-pass`)."""
+        """`refine`: predict each face again on the crop its first points place and average the
+        two passes (`recrop` + `predict` + `combine`). `grays[i]` is face i's mode-"L" image."""
         if len(points) == 0:
             return points, confidence, uncertainty
-        cuts = [crop_faces(g, [box_from_points(p)], self.size) for g, p in zip(grays, points)]
-        again, conf2, unc2 = self.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
-        moved = np.linalg.norm(points - again, axis=-1).mean(axis=-1) / np.maximum(interocular(points), 1e-6)
-        return ((points + again) / 2).astype(np.float32), ((confidence + conf2) / 2 + moved / 2).astype(np.float32), \
-            ((uncertainty + unc2) / 2).astype(np.float32)
+        cuts = [self.recrop(g, p[None]) for g, p in zip(grays, points)]
+        again = self.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
+        return self.combine((points, confidence, uncertainty), again)
+
+    def recrop(self, gray: Image.Image, points: np.ndarray) -> tuple[np.ndarray, list[CropTransform]]:
+        """The second pass's crops: around the box each face's first points place
+        (`geometry.box_from_points`, as for the `gt` protocol)."""
+        return self.crops(gray, [box_from_points(p) for p in points])
+
+    @staticmethod
+    def combine(first: tuple[np.ndarray, np.ndarray, np.ndarray],
+                second: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Two passes' (points, confidence, point_uncertainty) as one: the means, and the
+        confidence plus half the mean distance between the passes' points over the eye-corner
+        distance: where a shifted crop moves the answer, the answer is less sure
+        (benchmarks/confidence_eval.py, `two-pass`)."""
+        (p1, c1, u1), (p2, c2, u2) = first, second
+        moved = np.linalg.norm(p1 - p2, axis=-1).mean(axis=-1) / np.maximum(interocular(p1), 1e-6)
+        return ((p1 + p2) / 2).astype(np.float32), ((c1 + c2) / 2 + moved / 2).astype(np.float32), ((u1 + u2) / 2).astype(np.float32)
 
     def faces(self, gray: Image.Image, boxes: Sequence[Box]) -> list[Face]:
         """The faces in `boxes` of a mode-"L" image, with their points and confidence."""
