@@ -150,6 +150,8 @@ def _quiet_data_context() -> None:
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # it would warn, once per process, that the progress bars switched off above are off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _resolve(settings: RaySettings) -> RaySettings:
