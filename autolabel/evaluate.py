@@ -59,7 +59,9 @@ def predict_with_confidence(predictor: Predictor, samples: Sequence[Sample], box
     out, conf = [], []
     bar = tqdm(total=len(samples), desc=desc, unit="face", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(samples), batch):
-        grays = [load_image(s.image).convert("L") for s in samples[i : i + batch]]
+        grays = (load_image(s.image).convert("L") for s in samples[i : i + batch])
+        if predictor.refine:  # kept for the second pass; otherwise each image goes once cropped
+            grays = list(grays)
         cuts = [predictor.crops(g, [b]) for g, b in zip(grays, boxes[i : i + batch])]
         found = predictor.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         pts, c, _ = predictor.second_pass(grays, *found) if predictor.refine else found

@@ -177,11 +177,7 @@ def listed_images(inputs: list[Path], globs: list[str] | None,
     roots = [_absolute(p) for p in inputs]
     base = image_root(roots)
     for _root, f in discover(roots, globs, problems=True):
-        try:
-            st = f.stat()
-            key = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
+        key = _file_stat(f)
         rel = f.relative_to(base).as_posix()
         yield f, path_text(f.name if rel == "." else rel), key, key is not None and done.get(path_text(f)) == key
 
@@ -402,10 +398,9 @@ def run(
 
 def _detector_record(name: str, overrides: dict) -> dict:
     """The detector settings a run records: its overrides, and the rescan rule of "auto"."""
-    from autolabel.detectors.dlib_detectors import AUTO_SMALL
+    from autolabel.detectors.dlib_detectors import rescan_rule
 
-    upsample = overrides.get("upsample", DEFAULT_SETTINGS["upsample"])
-    return {"name": name, **overrides, **({"rescan_below": AUTO_SMALL} if upsample == "auto" else {})}
+    return {"name": name, **overrides, **rescan_rule(overrides.get("upsample", DEFAULT_SETTINGS["upsample"]))}
 
 
 class Labeler:

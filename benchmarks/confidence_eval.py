@@ -9,7 +9,8 @@ flip (mean flip disagreement: v1's score), scale (mean predicted error scale), s
 (`predictor.face_confidence`: scale + flip / 2), max-scale (the worst point's scale), and two
 that need a second pass of the model on the crop placed by the first pass's points
 (`geometry.box_from_points`): recrop (the mean distance between the two passes' points) and
-two-pass (both passes' shipped score averaged, plus recrop / 2). The NME of that second pass, and
+two-pass (`Predictor.combine`: both passes' shipped score averaged, plus recrop / 2; what
+`--refine` writes). The NME of that second pass, and
 of the two passes averaged, is reported beside the first's: the re-crop is a lever in itself.
 """
 
@@ -26,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, sample_box, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.geometry import box_from_points  # noqa: E402
 from autolabel.images import load_image  # noqa: E402
 from autolabel.metrics import confidence_quality, interocular, nme  # noqa: E402
-from autolabel.predictor import Predictor, face_confidence  # noqa: E402
+from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
 from autolabel.runtimes import make_runtime  # noqa: E402
 
@@ -44,26 +44,22 @@ def scores(pred: Predictor, samples) -> tuple[dict[str, np.ndarray], dict[str, n
     cands: dict[str, list] = {k: [] for k in ("flip", "scale", "shipped", "max-scale", "recrop", "two-pass")}
     for s in keep:
         gray = load_image(s.image).convert("L")
-        passes = []
-        box = sample_box(s, "det")
-        for _ in range(2):
-            crops, ts = pred.crops(gray, [box])
-            pts_c, dis, scale = pred.runtime.predict(crops)
-            passes.append((ts[0].to_image(pts_c[0]), pts_c, dis, scale))
-            box = box_from_points(passes[0][0])
-        (p1, c1, d1, s1), (p2, c2, d2, s2) = passes
+        crops, ts = pred.crops(gray, [sample_box(s, "det")])
+        c1, d1, s1 = pred.runtime.predict(crops)  # the parts of the shipped score
+        first = pred.predict(crops, ts)
+        again = pred.predict(*pred.recrop(gray, first[0]))  # what --refine does
+        both, two_pass, _ = pred.combine(first, again)
+        p1, p2 = first[0][0], again[0][0]
         gt = s.points[None]
-        for k, p in (("pass 1", p1), ("pass 2", p2), ("passes averaged", (p1 + p2) / 2)):
+        for k, p in (("pass 1", p1), ("pass 2", p2), ("passes averaged", both[0])):
             errs[k].append(nme(p[None], gt)[0])
         iod = interocular(c1)[0]
-        recrop = np.linalg.norm(p1 - p2, axis=-1).mean() / interocular(p1[None])[0]
-        shipped = face_confidence(c1, d1, s1)[0]
         cands["flip"].append(d1.mean() / iod)
         cands["scale"].append(s1.mean() / iod)
-        cands["shipped"].append(shipped)
+        cands["shipped"].append(first[1][0])
         cands["max-scale"].append(s1.max() / iod)
-        cands["recrop"].append(recrop)
-        cands["two-pass"].append((shipped + face_confidence(c2, d2, s2)[0]) / 2 + recrop / 2)
+        cands["recrop"].append(np.linalg.norm(p1 - p2, axis=-1).mean() / interocular(p1[None])[0])
+        cands["two-pass"].append(two_pass[0])
     return {k: np.array(v) for k, v in errs.items()}, {k: np.array(v) for k, v in cands.items()}
 
 

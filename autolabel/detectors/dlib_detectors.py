@@ -47,6 +47,11 @@ def _to_box(rect, score: float, scale: float) -> Box:
 AUTO_SMALL = 100
 
 
+def rescan_rule(upsample: int | str) -> dict:
+    """The settings entry that names upsample="auto"'s rescan threshold (none otherwise)."""
+    return {"rescan_below": AUTO_SMALL} if upsample == "auto" else {}
+
+
 class _DlibDetector:
     name = "dlib"
 
@@ -68,7 +73,7 @@ class _DlibDetector:
             "max_side": self.max_side,
             "min_face_size": self.min_face_size,
             "threshold": self.threshold,
-            **({"rescan_below": AUTO_SMALL} if self.upsample == "auto" else {}),
+            **rescan_rule(self.upsample),
         }
 
     def detect(self, image: np.ndarray) -> list[Box]:
