@@ -11,8 +11,9 @@ face's outer-eye-corner distance (IOD):
 - shift a group: one of brows, nose, eyes, mouth moved 0.15-0.3 IOD in a random direction;
 - drop the jaw: points 0-16 moved down 0.15-0.3 IOD.
 
-Measured (seed 0, shipped model v2 c1e45fce0f5d, 2 quiet cores, 37 s): 17 of 17 corrupted faces in
-the top 10 % (ranks 1-21; the best-ranked clean face 10th); 13 of 17 by `audit_nme` alone.
+Measured (seed 0, shipped model v2.1 2b401d23c0cd, 2 quiet cores, 34 s): 17 of 17 corrupted faces in
+the top 10 % (ranks 1-23; the best-ranked clean face 12th); 13 of 17 by `audit_nme` alone. With v2
+(c1e45fce0f5d, 37 s): 17 of 17 (ranks 1-21; the best clean face 10th); 13 of 17 by `audit_nme`.
 Earlier (seed 0, model v1 47e1a0f51e02, 2 busy cores, ~16 min): 17 of 17 corrupted faces in
 the top 10 % (33 of 330) ranked by `audit_score` (ranks 1-17 and 24); 13 of 17 ranked by the mean
 point disagreement `audit_nme` alone (it misses small shifted groups). The group score was chosen

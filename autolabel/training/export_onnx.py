@@ -141,8 +141,9 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1).mean(-1) / np.maximum(interocular(b), 1e-6)
 
 
-def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarray, log=print) -> Export:
-    import onnx
+def quantize(fp32_path: Path, out: Path, calib: np.ndarray, exclude: Sequence[str] = ()) -> None:
+    """The int8 recipe (module docstring) applied once: `fp32_path` calibrated on the crops
+    `calib` (N, S, S) uint8, the Conv nodes named in `exclude` left in fp32, written to `out`."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -151,6 +152,14 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarr
 
         def get_next(self):
             return next(self.it, None)
+
+    quantize_static(str(fp32_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                    op_types_to_quantize=["Conv"], nodes_to_exclude=list(exclude), activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+
+
+def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarray, log=print) -> Export:
+    import onnx
 
     ref = _run(_session(str(fp32_path)), check)
     sens = sensitivity(fp32_path, calib)
@@ -163,9 +172,7 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarr
         tried.add(keep)
         with tempfile.TemporaryDirectory() as tmp:
             q = Path(tmp) / "q.onnx"
-            quantize_static(str(fp32_path), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                            op_types_to_quantize=["Conv"], nodes_to_exclude=list(keep), activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            quantize(fp32_path, q, calib, keep)
             m = onnx.load(str(q))
         dis = disagreement(_run(_session(m.SerializeToString()), check), ref)
         d = float(dis.mean())
