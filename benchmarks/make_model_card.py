@@ -141,7 +141,7 @@ reported as measured; `eval.txt` above gives the shipped score's figures for the
 {chr(10).join(rows)}
 """
     # earlier stages' curves are kept beside the last stage's as loss_curve_stage<N>.png
-    stage1_curve = "".join(f"\n![stage {i} loss curve](reports/{f.name})" for i, f in
+    earlier_curves = "".join(f"\n![stage {i} loss curve](reports/{f.name})" for i, f in
                            ((int(f.stem.rsplit("stage", 1)[1]), f) for f in sorted(Path("model/reports").glob("loss_curve_stage*.png"))))
     card = f"""# autolabel landmark model `{m.model_id}`
 
@@ -164,7 +164,7 @@ only. These weights inherit that restriction.**
   scale ±{100 * r['augment']['scale']:.0f} %, shift ±{100 * r['augment']['shift']:.0f} % of the crop, horizontal flip (p={r['augment']['flip']}) with the
   68-point mirror permutation, brightness ±{100 * r['augment']['brightness']:.0f} %, contrast ±{100 * r['augment']['contrast']:.0f} %.
 
-![loss curve](reports/loss_curve.png){stage1_curve}
+![loss curve](reports/loss_curve.png){earlier_curves}
 ![validation overlay](reports/val_overlay.png)
 
 ## Input convention (`autolabel/geometry.py`)
