@@ -141,8 +141,8 @@ reported as measured; `eval.txt` above gives the shipped score's figures for the
 {chr(10).join(rows)}
 """
     # earlier stages' curves are kept beside the last stage's as loss_curve_stage<N>.png
-    earlier_curves = "".join(f"\n![stage {i} loss curve](reports/{f.name})" for i, f in
-                           ((int(f.stem.rsplit("stage", 1)[1]), f) for f in sorted(Path("model/reports").glob("loss_curve_stage*.png"))))
+    earlier_curves = "".join(f"\n![{f.stem.removeprefix('loss_curve_')} loss curve](reports/{f.name})"
+                             for f in sorted(Path("model/reports").glob("loss_curve_stage*.png")))
     card = f"""# autolabel landmark model `{m.model_id}`
 
 {what}
