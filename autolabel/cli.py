@@ -32,8 +32,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-poi
 
 # Options that mean the same on every command that takes them (hf-CLI style shared aliases).
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
-Refine = Annotated[bool, typer.Option("--refine", help="a second pass on the crop the first answer places, averaged with it: "
-                                      "better points and a confidence that ranks the bad ones better, at twice the model's cost")]
+Refine = Annotated[bool, typer.Option("--refine", help="a second pass on the crop the first answer places: the model's trained "
+                                      "second stage (model/landmarks.stage2.pt) on a crop rotated so the eyes are level, or, for a model "
+                                      "without one, the same model again, averaged; better points and confidence at twice the model's cost")]
 Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
 Runtime = Annotated[str, typer.Option("--runtime", help=f"{' | '.join(RUNTIME_NAMES)}: landmark inference engine "

@@ -25,8 +25,7 @@ from autolabel.detectors import make_detector
 from autolabel.detectors.dlib_detectors import model_file
 from autolabel.images import load_image
 from autolabel.metrics import confidence_quality, metrics, nme
-from autolabel.predictor import Predictor
-from autolabel.runtimes import make_runtime
+from autolabel.predictor import Predictor, make_predictor
 from autolabel.training.figures import plot_ced
 from autolabel.types import Box, UsageError
 
@@ -109,7 +108,7 @@ def eval_model(data: list[Path], out: Path, model: Path | None = None, runtime: 
     bad = set(protocols) - {"det", "gt"}
     if bad:
         raise UsageError(f"unknown protocol {', '.join(sorted(bad))} (det, gt)")
-    predictor = Predictor(make_runtime(runtime, model, flip=flip), refine=refine)
+    predictor = make_predictor(runtime, model, flip=flip, refine=refine)
     report = evaluate(data, predictor, tuple(protocols), with_dlib=with_dlib, cache=out / "boxes.json", progress=progress)
     report["runtime"] = predictor.runtime.name  # int8 ONNX (auto's choice) scores ~0.02 NME points above torch
     report["refine"] = refine

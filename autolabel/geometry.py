@@ -102,3 +102,86 @@ def box_from_points(points: np.ndarray) -> Box:
     cy += PTS_BOX_DY * side
     s = PTS_BOX_SIDE * side
     return Box(cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2, 1.0)
+
+
+#: 68-point indices of the two eyes (image left = the subject's right eye), for the eye line.
+EYE_A = slice(36, 42)
+EYE_B = slice(42, 48)
+
+
+def aligned_params(points: np.ndarray, scale: float = CROP_SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The second stage's crop from landmarks (..., 68, 2): centre (..., 2) in image pixels,
+    side (...,) and angle (...,) in radians. The centre and side are those of
+    `crop_window(box_from_points(points))` (unsnapped; `scale` in place of CROP_SCALE: a first
+    stage's points place the face well enough for a tighter crop); the angle levels the eye line."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(axis=-2), p.max(axis=-2)
+    side = (hi - lo).max(axis=-1)
+    s = PTS_BOX_SIDE * side
+    centre = (lo + hi) / 2 + np.stack([PTS_BOX_DX * side, PTS_BOX_DY * side + CROP_SHIFT_Y * s], axis=-1)
+    eyes = p[..., EYE_B, :].mean(axis=-2) - p[..., EYE_A, :].mean(axis=-2)
+    return centre, scale * s, np.arctan2(eyes[..., 1], eyes[..., 0])
+
+
+def similarity(centre, side, angle, size: int) -> np.ndarray:
+    """(..., 3, 3) matrices taking image pixel centres x to crop pixel centres
+    u = k R(-angle) (x - centre) + (size - 1) / 2, k = size / side."""
+    centre, side, angle = np.asarray(centre, np.float64), np.asarray(side, np.float64), np.asarray(angle, np.float64)
+    k = size / side
+    cos, sin = np.cos(angle) * k, np.sin(angle) * k
+    m = np.zeros(side.shape + (3, 3))
+    m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1] = cos, sin, -sin, cos
+    c = (size - 1) / 2
+    m[..., 0, 2] = c - (cos * centre[..., 0] + sin * centre[..., 1])
+    m[..., 1, 2] = c - (-sin * centre[..., 0] + cos * centre[..., 1])
+    m[..., 2, 2] = 1
+    return m
+
+
+@dataclass(frozen=True)
+class AlignedTransform:
+    """A square crop rotated so the face's eye line is level (`aligned_params`), `size` px."""
+
+    matrix: np.ndarray  # (3, 3) image pixel centres -> crop pixel centres
+    size: int
+
+    @property
+    def k(self) -> float:
+        return float(np.hypot(*self.matrix[0, :2]))
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64)
+        return (p @ self.matrix[:2, :2].T + self.matrix[:2, 2]).astype(np.float32)
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        inv = np.linalg.inv(self.matrix)
+        u = np.asarray(points, dtype=np.float64)
+        return (u @ inv[:2, :2].T + inv[:2, 2]).astype(np.float32)
+
+
+def aligned_transform(points: np.ndarray, size: int, scale: float = CROP_SCALE) -> AlignedTransform:
+    """The aligned crop of one face placed by its (first-stage) points (68, 2)."""
+    centre, side, angle = aligned_params(points, scale)
+    return AlignedTransform(similarity(centre, side, angle, size), size)
+
+
+def cut_aligned(gray: Image.Image, t: AlignedTransform) -> np.ndarray:
+    """Cut the rotated window `t` out of a mode-"L" image: (size, size) uint8, black outside.
+
+    As in training: an axis-aligned canvas 1.5x the crop is cut at the crop's pixel scale
+    (antialiased, `cut`), then rotated into the crop with bilinear interpolation."""
+    inv = np.linalg.inv(t.matrix)
+    centre = inv[:2, :2] @ np.full(2, (t.size - 1) / 2) + inv[:2, 2]
+    side = t.size / t.k
+    canvas_side = max(int(round(1.5 * side)), 1)
+    ct = CropTransform(int(round(centre[0] - canvas_side / 2 + 0.5)), int(round(centre[1] - canvas_side / 2 + 0.5)),
+                       canvas_side, int(round(1.5 * t.size)))
+    canvas = cut(gray, ct)
+    # canvas pixel centres -> image pixel centres -> crop pixel centres
+    from_canvas = np.array([[1 / ct.k, 0, (0.5) / ct.k + ct.x0 - 0.5], [0, 1 / ct.k, 0.5 / ct.k + ct.y0 - 0.5], [0, 0, 1]])
+    m = t.matrix @ from_canvas
+    # PIL's AFFINE maps output pixel-corner coordinates to input ones (centres + 0.5)
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    data = shift @ np.linalg.inv(m) @ np.linalg.inv(shift)
+    out = Image.fromarray(canvas).transform((t.size, t.size), Image.AFFINE, tuple(data[:2].ravel()), resample=Image.BILINEAR)
+    return np.array(out, dtype=np.uint8)

@@ -29,8 +29,7 @@ from autolabel.files import OutputLock, path_text
 from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, is_parquet_dataset, make_writer
 from autolabel.geometry import CropTransform
 from autolabel.images import count_non_images, discover, load_image, to_8bit
-from autolabel.predictor import Predictor, crop_faces, faces_of
-from autolabel.runtimes import make_runtime
+from autolabel.predictor import Predictor, crop_faces, faces_of, make_predictor
 from autolabel.types import Box, Face, ImageError, ImageResult, UsageError
 
 
@@ -237,7 +236,7 @@ def _second_pass(predictor: Predictor, jobs: list[DetectJob], pts, conf, unc):
     keep = np.asarray(keep, bool)
     if keep.any():
         pts, conf, unc = pts.copy(), conf.copy(), unc.copy()
-        again = predictor.predict(np.concatenate(crops), ts)
+        again = predictor.predict_again(np.concatenate(crops), ts)
         pts[keep], conf[keep], unc[keep] = predictor.combine((pts[keep], conf[keep], unc[keep]), again)
     return pts, conf, unc, errors
 
@@ -376,7 +375,7 @@ def run(
     with OutputLock(out / ".autolabel.lock" if folder_out else out.with_name(out.name + ".lock"), str(out)):
         workers = default_workers() if workers is None else workers
         threads = inference_threads(workers) if engine == "local" else 1  # a Ray driver only reads the model's version
-        predictor = Predictor(make_runtime(runtime, model, flip=flip, threads=threads), refine=refine)
+        predictor = make_predictor(runtime, model, flip=flip, threads=threads, refine=refine)
         detector_kw = detector_kw or {}
         runtime = predictor.runtime.name  # "auto" resolved: Ray actors make the same one
         meta = {"autolabel_version": __version__, "model_version": predictor.model_id, "model_path": str(model or "shipped"),
@@ -419,12 +418,11 @@ class Labeler:
     def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "auto",
                  refine: bool = False):
         if isinstance(model, (str, Path)) or model is None:
-            rt = make_runtime(runtime, model, flip=flip)
-        else:  # a LandmarkModel already in memory
+            self.predictor = make_predictor(runtime, Path(model) if model else None, flip=flip, refine=refine)
+        else:  # a LandmarkModel already in memory (no second stage beside it: --refine re-crops with it)
             from autolabel.runtimes.torch_runtime import TorchRuntime
 
-            rt = TorchRuntime(model, flip=flip)
-        self.predictor = Predictor(rt, refine=refine)
+            self.predictor = Predictor(TorchRuntime(model, flip=flip), refine=refine)
         self.detector = detector or make_detector("hog")
 
     def label_file(self, path: str | os.PathLike) -> list[Face]:

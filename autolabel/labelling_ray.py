@@ -37,8 +37,7 @@ from autolabel.detectors import make_detector
 from autolabel.formats import Writer
 from autolabel.images import count_non_images
 from autolabel.labelling import DetectJob, Summary, detect_and_crop, listed_images, pending_images, predict_jobs
-from autolabel.predictor import Predictor
-from autolabel.runtimes import make_runtime
+from autolabel.predictor import Predictor, make_predictor
 from autolabel.types import AutolabelError, ImageResult, UsageError
 
 _DETECT_SCHEMA = pa.schema([pa.field("i", pa.int64()), pa.field("job", pa.binary())])
@@ -102,7 +101,7 @@ class PredictActor:
         self.predictor: Predictor | None = None
         self.refusal: str | None = None
         try:
-            pred = Predictor(make_runtime(runtime, Path(model) if model else None, flip=flip, threads=threads), refine=refine)
+            pred = make_predictor(runtime, Path(model) if model else None, flip=flip, threads=threads, refine=refine)
         except AutolabelError as e:
             self.refusal = f"cannot load the model on node {node_name()}: {e}"
             return

@@ -1,7 +1,7 @@
 """`autolabel run` against dlib-only pipelines on the same photos: wall time, CPU-seconds, peak
 memory, and memory when the input grows 10x.
 
-    python benchmarks/bench_run.py [--repeat 10] [--model PATH] [--runtime onnx] [--skip-growth]
+    python benchmarks/bench_run.py [--repeat 10] [--model PATH] [--runtime onnx] [--refine] [--skip-growth]
 
 Peers: dlib HOG (upsample=1, full resolution, as dlib's examples do) and dlib's 68-point shape
 predictor on every face, in one process and in two processes (the fair peer on 2 cores: what a
@@ -114,8 +114,10 @@ def peer(inputs: list[Path], procs: int) -> dict:
     return {**res, **r, "images_per_s": res["images"] / r["seconds"], "images_per_cpu_s": res["images"] / r["cpu_seconds"]}
 
 
-def autolabel_run(inputs: list[Path], out: Path, model: str | None, runtime: str | None) -> dict:
+def autolabel_run(inputs: list[Path], out: Path, model: str | None, runtime: str | None, refine: bool = False) -> dict:
     cmd = [sys.executable, "-m", "autolabel", "run", *map(str, inputs), "--out", str(out), "--overwrite", "--quiet"]
+    if refine:
+        cmd.append("--refine")
     if model:
         cmd += ["--model", model]
     if runtime:
@@ -135,6 +137,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10, help="input copies for the memory-growth run")
     ap.add_argument("--model", default=None)
     ap.add_argument("--runtime", default=None, help="autolabel's --runtime (default: its own default)")
+    ap.add_argument("--refine", action="store_true", help="autolabel run --refine (the second stage)")
     ap.add_argument("--skip-growth", action="store_true")
     ap.add_argument("--peer", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("inputs", nargs="*", help=argparse.SUPPRESS)
@@ -143,10 +146,10 @@ def main() -> None:
         return dlib_peer(a.inputs, a.peer)
     root = data_root()
     inputs = [root / "photos", root / "300w" / "helen" / "testset"]
-    res: dict = {"inputs": [str(i) for i in inputs], "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    res: dict = {"inputs": [str(i) for i in inputs], "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "refine": a.refine}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        res["autolabel"] = autolabel_run(inputs, tmp / "a.parquet", a.model, a.runtime)
+        res["autolabel"] = autolabel_run(inputs, tmp / "a.parquet", a.model, a.runtime, a.refine)
         res["dlib_1proc"] = peer(inputs, 1)
         res["dlib_2proc"] = peer(inputs, 2)
         if not a.skip_growth:
@@ -157,10 +160,10 @@ def main() -> None:
                     dest = big / f"copy{k}" / r.name / f.relative_to(r)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, dest)
-            res[f"autolabel_x{a.repeat}"] = autolabel_run([big], tmp / "b.parquet", a.model, a.runtime)
+            res[f"autolabel_x{a.repeat}"] = autolabel_run([big], tmp / "b.parquet", a.model, a.runtime, a.refine)
     res["load_after"] = os.getloadavg()[0]
     al, b1, b2 = res["autolabel"], res["dlib_1proc"], res["dlib_2proc"]
-    rows = [("dlib, 1 process", b1), ("dlib, 2 processes", b2), ("autolabel run", al)]
+    rows = [("dlib, 1 process", b1), ("dlib, 2 processes", b2), ("autolabel run" + (" --refine" if a.refine else ""), al)]
     if f"autolabel_x{a.repeat}" in res:
         rows.append((f"autolabel run x{a.repeat}", res[f"autolabel_x{a.repeat}"]))
     print(f"{'':22} {'images':>7} {'faces':>6} {'wall s':>7} {'CPU s':>7} {'img/s':>7} {'img/CPU-s':>9} {'peak MB':>8}")

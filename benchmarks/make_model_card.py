@@ -25,27 +25,30 @@ def onnx_section(model_dir: Path = Path("model"), parity: Path = Path("model/rep
 
     from autolabel.files import content_hash
 
-    pt = model_dir / "landmarks.pt"
-    version = content_hash(pt.read_bytes())
     rows, fresh = [], True
-    for prec in ("fp32", "int8"):
-        f = model_dir / f"landmarks.{prec}.onnx"
-        if not f.is_file():
+    for stem in ("landmarks", "landmarks.stage2"):
+        pt = model_dir / f"{stem}.pt"
+        if not pt.is_file():
             continue
-        props = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-        kept = props.get("kept_fp32", "")
-        n_kept = len(kept.split(",")) if kept else (0 if prec == "int8" else "-")
-        fresh = fresh and props.get("model_id") == version
-        sha = hashlib.sha256(f.read_bytes()).hexdigest()
-        rows.append(f"| [`{f.name}`]({f.name}) | {prec} | {f.stat().st_size / 2**20:.1f} MiB | `{sha}` | `{props.get('model_id')}` | {n_kept} |")
+        version = content_hash(pt.read_bytes())
+        for prec in ("fp32", "int8"):
+            f = model_dir / f"{stem}.{prec}.onnx"
+            if not f.is_file():
+                continue
+            props = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+            kept = props.get("kept_fp32", "")
+            n_kept = len(kept.split(",")) if kept else (0 if prec == "int8" else "-")
+            fresh = fresh and props.get("model_id") == version
+            sha = hashlib.sha256(f.read_bytes()).hexdigest()
+            rows.append(f"| [`{f.name}`]({f.name}) | {prec} | {f.stat().st_size / 2**20:.1f} MiB | `{sha}` | `{props.get('model_id')}` | {n_kept} |")
     return f"""{ONNX_HEADER}
 
 `autolabel run`, `eval`, `audit`, review and `Labeler` use `landmarks.int8.onnx` with onnxruntime
-(`--runtime auto`, the default; no torch is imported). Both files are `InferenceGraph` (per-crop
-standardisation, the network, flip averaging) exported by `python -m autolabel.training.export_onnx`;
-each records the model version it came from, and a file whose version is not `landmarks.pt`'s is
-refused{'' if fresh else ' (**these are stale: re-export**)'}. int8: onnxruntime static quantization (QDQ, per-channel 7-bit weights,
-uint8 activations, MinMax calibration on 256 training crops), Conv layers only; the layers whose input
+(`--runtime auto`, the default; no torch is imported), and `landmarks.stage2.int8.onnx` for `--refine`.
+Each file is `InferenceGraph` (per-crop standardisation, the network, flip averaging) exported by
+`python -m autolabel.training.export_onnx`; each records the model version it came from, and a file
+whose version is not its `.pt`'s is refused{'' if fresh else ' (**these are stale: re-export**)'}. int8: onnxruntime static quantization (QDQ, per-channel 7-bit weights,
+uint8 activations, MinMax calibration on 256 training crops, cut as each stage sees them), Conv layers only; the layers whose input
 int8 cannot hold are kept in fp32 until int8 agrees with fp32 on held-out crops.
 
 | file | precision | size | SHA-256 | model version | convs kept fp32 |

@@ -1,10 +1,16 @@
 """Augmentation keeps points on the same image features, and flips relabel points."""
 
 import numpy as np
+import pytest
 import torch
 
+from autolabel.datasets import build_canvases, find_samples
+from autolabel.geometry import aligned_transform, cut_aligned
+from autolabel.images import load_image
 from autolabel.markup import MIRROR
-from autolabel.training.augment import AugmentConfig, augment
+from autolabel.training.augment import AugmentConfig, augment, center_crop
+
+from helpers import HELEN_TEST
 
 
 def _dot_canvas(points: np.ndarray, size: int = 192) -> torch.Tensor:
@@ -54,3 +60,18 @@ def test_no_augment_is_exact_centre_crop():
     out, new = augment(canvas, torch.full((1, 68, 2), 100.0), 128, cfg)
     np.testing.assert_allclose(out[0].numpy(), canvas[0, 32:160, 32:160].numpy(), atol=0.01)
     np.testing.assert_allclose(new.numpy(), 68.0, atol=1e-4)
+
+
+@pytest.mark.needs_data
+def test_aligned_training_crop_is_the_inference_crop():
+    """A second stage sees in training (canvas -> `aligned_matrices`, no jitter) what it sees at
+    inference (`geometry.cut_aligned` from the whole image): the same points, the same pixels."""
+    samples = find_samples(HELEN_TEST)[:4]
+    c = build_canvases(samples, 128, 1.5, "gt", progress=False)
+    imgs, pts = center_crop(torch.from_numpy(c.images), torch.from_numpy(c.points), 128, aligned=True)
+    for i, s in enumerate(samples):
+        t = aligned_transform(s.points, 128)
+        np.testing.assert_allclose(pts[i].numpy(), t.to_crop(s.points), atol=1e-3)
+        crop = cut_aligned(load_image(s.image).convert("L"), t)
+        # two resamplings of the same window: grey levels within ~1 of 255 on average
+        assert np.abs(crop.astype(np.float32) - imgs[i].numpy()).mean() < 2.0

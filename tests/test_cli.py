@@ -110,6 +110,14 @@ def test_bad_recipe_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists() and time.time() - t0 < 60
 
 
+@pytest.mark.parametrize("recipe", ["recipe_v2_restart.toml", "recipe_v2_stage2.toml"])
+def test_a_recipe_that_continues_other_weights_needs_init(tmp_path, recipe):
+    # without --init these would silently train from scratch: refused before any work
+    p = cli("train", "--recipe", REPO / "model" / recipe, "--out", tmp_path / "run", check_rc=2)
+    assert p.stderr.count("\n") == 1 and "--init" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------ progress
 def test_run_progress_bar_has_a_total(tmp_path, random_model_path, capsys):
     from autolabel import labelling
@@ -199,6 +207,8 @@ def test_shipped_recipe_is_valid():
     ("[augment]\nrotate = 10", "augment.rotate"),
     ('[augment]\nscale = "big"', "augment.scale"),
     ("epochs = ", "TOML"),
+    ('crop = "rotated"', "crop"),
+    ("aligned_scale = 0.5", "aligned_scale"),
 ])
 def test_recipe_mistakes_name_the_key(tmp_path, text, key):
     path = tmp_path / "r.toml"

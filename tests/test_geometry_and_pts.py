@@ -7,7 +7,7 @@ from PIL import Image
 from autolabel.formats import make_writer
 from autolabel.formats.pts import format_pts, read_pts, write_pts
 from autolabel.formats.pts_folder import read_index
-from autolabel.geometry import box_from_points, crop_face, crop_window
+from autolabel.geometry import aligned_transform, box_from_points, crop_face, crop_window, cut_aligned
 from autolabel.types import Box, Face, FormatError, ImageResult
 
 from helpers import HELEN_TEST
@@ -78,3 +78,40 @@ def test_pts_folder_writer_keeps_metadata_and_drops_a_cut_index_line(tmp_path):
     assert set(w.done_keys()) == {str((tmp_path / "a.jpg").absolute())}
     w.close()
     assert [r["image"] for r in read_index(tmp_path)] == ["a.jpg"]
+
+
+def _tilted_face(angle_deg: float, centre=(210.0, 190.0), scale=1.0) -> np.ndarray:
+    """68 points of a mean-ish face layout rotated by `angle_deg` about `centre`."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(-60, 60, (68, 2))
+    p[36:42] = [-40, -30] + rng.normal(0, 3, (6, 2))  # eyes level before the tilt
+    p[42:48] = [40, -30] + rng.normal(0, 3, (6, 2))
+    a = np.radians(angle_deg)
+    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return (p * scale) @ r.T + centre
+
+
+def test_aligned_crop_levels_the_eyes_and_round_trips():
+    p = _tilted_face(25.0)
+    t = aligned_transform(p, 128)
+    u = t.to_crop(p)
+    eyes = u[42:48].mean(0) - u[36:42].mean(0)
+    assert abs(eyes[1]) < 1e-3 and eyes[0] > 0  # level, and not mirrored
+    np.testing.assert_allclose(t.to_image(u), p, atol=1e-3)
+    # untilted, the aligned crop is the box crop of `box_from_points` (up to its pixel snapping)
+    q = _tilted_face(0.0)
+    q[42:48, 1] += q[36:42, 1].mean() - q[42:48, 1].mean()
+    np.testing.assert_allclose(aligned_transform(q, 128).to_crop(q), crop_window(box_from_points(q), 128).to_crop(q), atol=0.6)
+
+
+def test_aligned_cut_puts_a_pixel_where_the_transform_says():
+    img = np.zeros((400, 420), np.uint8)
+    img[230:234, 160:164] = 255  # a 4x4 bright square centred at (161.5, 231.5)
+    for angle, scale in ((30.0, 1.0), (-12.0, 3.0)):  # scale 3: a downscale, antialiased first
+        t = aligned_transform(_tilted_face(angle, scale=scale, centre=(200.0, 200.0)), 128)
+        crop = cut_aligned(Image.fromarray(img), t)
+        assert crop.shape == (128, 128)
+        ys, xs = np.nonzero(crop > crop.max() / 4)
+        w = crop[ys, xs].astype(float)
+        centre = np.array([(xs * w).sum(), (ys * w).sum()]) / w.sum()
+        np.testing.assert_allclose(centre, t.to_crop(np.array([[161.5, 231.5]]))[0], atol=0.6)

@@ -15,10 +15,12 @@ from autolabel.evaluate import predict_samples
 from autolabel.formats.parquet import file_metadata, points_array, read_labels
 from autolabel.labelling import Labeler
 from autolabel.model import InferenceGraph, build_network, load_model, predict_crops
-from autolabel.predictor import Predictor
+from autolabel.geometry import aligned_transform, cut_aligned
+from autolabel.model import LandmarkModel
+from autolabel.predictor import Predictor, make_predictor
 from autolabel.runtimes import RUNTIMES, make_runtime
 from autolabel.runtimes.torch_runtime import TorchRuntime
-from autolabel.types import Box, UsageError
+from autolabel.types import Box, ModelError, UsageError
 
 from helpers import HELEN_TEST, cli
 
@@ -96,13 +98,40 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
 
     sample = detect_boxes(find_samples(d), make_detector("hog"), progress=False)[0]
     k = int(np.argmin([abs(b.x0 - sample.box.x0) + abs(b.y0 - sample.box.y0) for b in run_boxes]))
-    ev = predict_samples(Predictor(make_runtime("auto", shipped_model_path), refine=refine), [sample], [sample.box])[0]
+    ev = predict_samples(make_predictor("auto", shipped_model_path, refine=refine), [sample], [sample.box])[0]
     single = Labeler(model=shipped_model_path, refine=refine).label(Image.open(src), boxes=[sample.box])[0].points
     np.testing.assert_array_equal(ev, single)
     np.testing.assert_array_equal(ev, run_pts[k])
     if refine:  # the second pass moved the points: it is not the first pass relabelled
         first = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
         assert 0.05 < np.abs(first - single).mean() < 2.0
+
+
+def test_refine_runs_the_second_stage_beside_the_model(tmp_path, random_model_path):
+    """`--refine` with `X.stage2.pt` beside `X.pt`: the second stage predicts on the crop the
+    first answer places, rotated so the eyes are level, and its answer is the label."""
+    model = tmp_path / "m.pt"
+    shutil.copy(random_model_path, model)
+    torch.manual_seed(1)
+    second = LandmarkModel(build_network("resnet18-1ch-hm"), 128, {"recipe": {"crop": "aligned", "aligned_scale": 1.3}})
+    second.save(tmp_path / "m.stage2.pt")
+    assert make_predictor("torch", model).stage2 is None  # one pass: the second stage is not even loaded
+    pred = make_predictor("torch", model, refine=True)
+    assert pred.stage2 is not None and pred.stage2_scale == 1.3
+    assert pred.model_id == f"{load_model(model).model_id}+{second.model_id}"  # the labels' version names both
+
+    gray = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 280), np.uint8))
+    first = pred.predict(*pred.crops(gray, [Box(60, 70, 200, 210)]))
+    pts, conf, unc = pred.second_pass([gray], *first)
+    t = aligned_transform(first[0][0], 128, 1.3)
+    p2, _, scale = pred.stage2.predict(cut_aligned(gray, t)[None])
+    np.testing.assert_allclose(pts[0], t.to_image(p2[0]), atol=1e-3)
+    np.testing.assert_allclose(unc[0], scale[0] / t.k, rtol=1e-5)
+    assert conf[0] > 0 and np.isfinite(conf[0])
+
+    shutil.copy(random_model_path, tmp_path / "m.stage2.pt")  # a model trained on box crops is no second stage
+    with pytest.raises(ModelError, match="aligned crops"):
+        make_predictor("torch", model, refine=True)
 
 
 @pytest.mark.needs_data
@@ -116,7 +145,7 @@ def test_refine_refuses_an_image_changed_since_detection(tmp_path, shipped_model
     shutil.copy(src, img)
     job = detect_and_crop(img, make_detector("hog"), 128)
     assert job.boxes
-    pred = Predictor(make_runtime("auto", shipped_model_path), refine=True)
+    pred = make_predictor("auto", shipped_model_path, refine=True)
     (same,) = predict_jobs(pred, [job])
     assert same.error is None and len(same.faces) == len(job.boxes)
     ImageOps.mirror(Image.open(src)).save(img)  # replaced between detection and prediction, same size

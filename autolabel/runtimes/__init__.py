@@ -67,6 +67,14 @@ def exported_path(model_path: Path | None = None, precision: str = "int8") -> Pa
     return p.with_name(f"{p.stem}.{precision}.onnx")
 
 
+def stage2_path(model_path: Path | None = None) -> Path:
+    """Where a model file's trained second stage lives (`--refine`): landmarks.pt -> landmarks.stage2.pt beside it."""
+    from autolabel.resources import shipped_model
+
+    p = Path(model_path) if model_path else shipped_model()
+    return p.with_name(f"{p.stem}.stage2.pt")
+
+
 def _onnx(model_path: Path | None = None, flip: bool = True, threads: int | None = None, precision: str = "int8") -> Runtime:
     if importlib.util.find_spec("onnxruntime") is None:
         raise UsageError("the onnx runtime needs onnxruntime: pip install onnxruntime (or use --runtime torch)")

@@ -2,6 +2,10 @@
 (rotation, scale, shift, horizontal flip) applied to pixels and points by the same matrix,
 then brightness/contrast jitter. Pixels are resampled with `grid_sample`, so points and
 pixels cannot drift apart.
+
+Two crop placements: around the canvas centre (the detector box's crop, `random_matrices`), or
+aligned by the face's own points, eye line level (`aligned_matrices`: a second stage's crops,
+`geometry.aligned_params`), the jitter then standing in for the first stage's errors.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from autolabel.geometry import CROP_SCALE, aligned_params, similarity
 from autolabel.markup import MIRROR
 
 
@@ -53,6 +58,25 @@ def random_matrices(b: int, canvas: int, size: int, cfg: AugmentConfig, g: torch
     return fl @ m, flip
 
 
+def aligned_matrices(points: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator | None,
+                     crop_scale: float = CROP_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """`random_matrices` for crops aligned by the faces' canvas points (B, 68, 2): the crop
+    `geometry.aligned_params` places, jittered by cfg's rotation, scale and shift."""
+    b = points.shape[0]
+    u = lambda: torch.rand(b, generator=g, dtype=torch.float64) * 2 - 1  # noqa: E731
+    centre, side, angle = aligned_params(points.numpy(), crop_scale)
+    ang = angle + (u() * math.radians(cfg.rotation_deg)).numpy()
+    sc = 1 + (u() * cfg.scale).numpy()
+    m = torch.from_numpy(similarity(centre, side / sc, ang, size)).float()
+    m[:, 0, 2] += (u() * cfg.shift * size).float()
+    m[:, 1, 2] += (u() * cfg.shift * size).float()
+    flip = torch.rand(b, generator=g) < cfg.flip
+    fl = torch.eye(3).repeat(b, 1, 1)
+    fl[flip, 0, 0] = -1
+    fl[flip, 0, 2] = size - 1
+    return fl @ m, flip
+
+
 def warp(images: torch.Tensor, points: torch.Tensor, m: torch.Tensor, flip: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply canvas->crop matrices `m` to (B, C, C) images and (B, 68, 2) canvas points."""
     b, canvas = images.shape[0], images.shape[-1]
@@ -75,9 +99,15 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentC
 
 
 def augment_with_flip(images: torch.Tensor, points: torch.Tensor, size: int, cfg: AugmentConfig,
-                      g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`augment`, plus the (B,) mask of the faces it mirrored (the label offset needs it)."""
-    m, flip = random_matrices(images.shape[0], images.shape[-1], size, cfg, g)
+                      g: torch.Generator | None = None, aligned: bool = False,
+                      crop_scale: float = CROP_SCALE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`augment`, plus the (B,) mask of the faces it mirrored (the label offset needs it).
+    `aligned`: crops placed by the faces' points (`aligned_matrices`, `crop_scale` times the
+    points' box), not the canvas centre."""
+    if aligned:
+        m, flip = aligned_matrices(points, size, cfg, g, crop_scale)
+    else:
+        m, flip = random_matrices(images.shape[0], images.shape[-1], size, cfg, g)
     out, pts = warp(images, points, m, flip, size)
     b = images.shape[0]
     if cfg.contrast or cfg.brightness:
@@ -88,6 +118,9 @@ def augment_with_flip(images: torch.Tensor, points: torch.Tensor, size: int, cfg
     return out, pts, flip
 
 
-def center_crop(images: torch.Tensor, points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The un-augmented crop of a canvas (exact slicing when the margin is whole pixels)."""
-    return augment(images, points, size, NO_AUGMENT)
+def center_crop(images: torch.Tensor, points: torch.Tensor, size: int, aligned: bool = False,
+                crop_scale: float = CROP_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The un-augmented crop of a canvas (exact slicing when the margin is whole pixels);
+    `aligned`: the crop its points place, eye line level (`aligned_matrices`, no jitter)."""
+    out, pts, _ = augment_with_flip(images, points, size, NO_AUGMENT, aligned=aligned, crop_scale=crop_scale)
+    return out, pts

@@ -32,7 +32,7 @@ import torch
 
 from autolabel.datasets import Sample, find_samples
 from autolabel.files import atomic_write_bytes
-from autolabel.geometry import box_from_points
+from autolabel.geometry import aligned_transform, box_from_points, cut_aligned
 from autolabel.images import load_image
 from autolabel.metrics import interocular
 from autolabel.model import InferenceGraph, LandmarkModel, load_model
@@ -92,14 +92,19 @@ def _set_metadata(m, props: dict[str, str]) -> None:
         e.key, e.value = k, v
 
 
-def calibration_crops(source: Sequence[Path] | Sequence[Sample], size: int, n: int = 384, seed: int = 0) -> np.ndarray:
+def calibration_crops(source: Sequence[Path] | Sequence[Sample], size: int, n: int = 384, seed: int = 0,
+                      aligned_scale: float | None = None) -> np.ndarray:
     """Face crops from 300-W style folders (or annotated samples, e.g. a finetune's training
-    faces), cut like `autolabel run` cuts them (box from points)."""
+    faces), cut like `autolabel run` cuts them (box from points); `aligned_scale`: as a second
+    stage sees them (`geometry.aligned_transform` at that crop scale)."""
     samples = list(source) if source and isinstance(source[0], Sample) else find_samples(*source)
     if not samples:
         raise ModelError(f"no annotated faces in {', '.join(map(str, source)) or 'nothing'} to calibrate int8 on")
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(samples), min(n, len(samples)), replace=False))
+    if aligned_scale is not None:
+        return np.stack([cut_aligned(load_image(samples[i].image).convert("L"), aligned_transform(samples[i].points, size, aligned_scale))
+                         for i in pick])
     crops = [crop_faces(load_image(samples[i].image).convert("L"), [box_from_points(samples[i].points)], size)[0] for i in pick]
     return np.concatenate(crops)
 
@@ -196,7 +201,9 @@ def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample]
     t = time.time()
     export_fp32(model, paths["fp32"], flip)
     fp32 = Export(paths["fp32"], "fp32", hashlib.sha256(paths["fp32"].read_bytes()).hexdigest())
-    crops = calibration_crops(calibration, model.input_size, n=384)
+    recipe = model.meta.get("recipe", {})
+    aligned = float(recipe.get("aligned_scale", 1.5)) if recipe.get("crop") == "aligned" else None
+    crops = calibration_crops(calibration, model.input_size, n=384, aligned_scale=aligned)
     if len(crops) < 3:
         raise ModelError(f"{len(crops)} calibration faces: int8 needs at least 3 (some to calibrate, some to check)")
     k = min(256, 2 * len(crops) // 3)

@@ -46,15 +46,16 @@ def plot_history(hist: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_overlay(net, val, path: Path, n: int = 12) -> None:
-    """Predictions (red) vs ground truth (green) on the first `n` validation centre crops."""
+def plot_overlay(net, val, path: Path, n: int = 12, aligned: bool = False, crop_scale: float = 1.5) -> None:
+    """Predictions (red) vs ground truth (green) on the first `n` validation centre crops
+    (`aligned`: the crops their labels place, as a second stage's validation)."""
     import torch  # only here: evaluate imports this module for plot_ced without torch
 
     from autolabel.model import predict_crops
     from autolabel.training.augment import center_crop
 
     plt = _plt()
-    imgs, pts = center_crop(torch.from_numpy(val.images[:n]), torch.from_numpy(val.points[:n]), val.size)
+    imgs, pts = center_crop(torch.from_numpy(val.images[:n]), torch.from_numpy(val.points[:n]), val.size, aligned, crop_scale)
     pred, *_ = predict_crops(net, imgs.round().to(torch.uint8), flip=True)
     cols = 6
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2 * cols, 2 * ((n + cols - 1) // cols)))

@@ -33,7 +33,8 @@ def prepare(cfg: TrainConfig, root: Path, out: Path, progress: bool = True) -> t
     else:
         val_s = detect_boxes(find_samples(*[root / p for p in cfg.val]), det, out / "boxes.json", progress) if cfg.val else []
     train_c = build_canvases(train_s, cfg.input_size, cfg.context, "det", progress)
-    val_c = build_canvases(val_s, cfg.input_size, 1.0, "det", progress) if val_s else None
+    # aligned crops rotate within the canvas: validation needs the training canvases' margin
+    val_c = build_canvases(val_s, cfg.input_size, 1.0 if cfg.crop == "box" else cfg.context, "det", progress) if val_s else None
     return train_s, val_s, train_c, val_c
 
 
@@ -45,6 +46,8 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
     missing = [str(root / f) for f in cfg.train + cfg.val if not (root / f).exists()]
     if missing:
         raise UsageError(f"no such data folder: {', '.join(missing)} (the recipe's folders are relative to --data, default {data_root()})")
+    if cfg.init and init is None:
+        raise UsageError(f"this recipe continues from other weights ({cfg.init}): pass them with --init MODEL")
     init_model = load_model(init) if init is not None else None
     t0 = time.time()
     train_s, val_s, train_c, val_c = prepare(cfg, root, out, progress)
@@ -71,7 +74,7 @@ def train_model(cfg: TrainConfig, out: Path, dest: Path | None, root: Path | Non
     plot_history(hist, out / "loss_curve.png")
     net, _ = load_best(out)
     if val_c is not None:
-        plot_overlay(net, val_c, out / "val_overlay.png")
+        plot_overlay(net, val_c, out / "val_overlay.png", aligned=cfg.crop == "aligned", crop_scale=cfg.aligned_scale)
     model_id = export(out, dest, cfg.input_size, meta).model_id if dest is not None else None
     report = {"meta": meta, **({"model_id": model_id} if model_id else {})}
     (out / "train_result.json").write_text(json.dumps(report, indent=1))

@@ -48,6 +48,9 @@ class TrainConfig:
     arch: str = "resnet18-1ch-136"  # model.ARCHS
     val_fraction: float = 0.0  # > 0: validate on this share of the training faces (by file-name hash) instead of `val`
     sigma_weight: float = 0.0  # > 0: also train the per-point scale of a heatmap net (Laplace NLL on detached errors)
+    init: str = ""  # non-empty: the recipe continues from other weights (this names them); `train` refuses to start without --init
+    crop: str = "box"  # box: crops around the detector box | aligned: placed by the labels, eye line level (a second stage)
+    aligned_scale: float = 1.5  # aligned crops: crop side / side of the points' detector-like box (box crops: geometry.CROP_SCALE)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
@@ -74,12 +77,14 @@ class TrainConfig:
 
 
 LOSSES = ("l1", "mse", "wing", "smooth_l1")
+CROPS = ("box", "aligned")
 #: what a recipe may say, beyond its types: name -> (lowest, highest) (None: unbounded), or the choices.
 LIMITS: dict[str, tuple] = {
     "input_size": (32, 1024), "context": (1.0, 4.0), "epochs": (1, None), "batch_size": (1, None), "lr": (1e-8, 1.0),
     "weight_decay": (0.0, 1.0), "patience": (1, None), "ema": (0.0, 0.999999), "seed": (0, None), "threads": (1, None),
     "loss": LOSSES, "rotation_deg": (0.0, 180.0), "scale": (0.0, 0.9), "shift": (0.0, 1.0), "flip": (0.0, 1.0),
     "brightness": (0.0, 1.0), "contrast": (0.0, 1.0), "val_fraction": (0.0, 0.9), "sigma_weight": (0.0, None),
+    "crop": CROPS, "aligned_scale": (1.0, 3.0),
 }
 
 
@@ -137,12 +142,14 @@ class WingLoss(nn.Module):
         return torch.where(d < self.w, self.w * torch.log(1 + d / self.eps), d - self.c).mean()
 
 
-def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: int = 64) -> np.ndarray:
-    """Per-face inter-ocular NME of the network on the centre crops of `val`."""
+def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: int = 64, aligned: bool = False,
+                      crop_scale: float = 1.5) -> np.ndarray:
+    """Per-face inter-ocular NME of the network on the centre crops of `val` (`aligned`: on
+    the crops their labels place, eye line level, `crop_scale` times their box)."""
     net.eval()
     preds, gts = [], []
     for i in range(0, len(val), batch):
-        imgs, pts = center_crop(torch.from_numpy(val.images[i : i + batch]), torch.from_numpy(val.points[i : i + batch]), val.size)
+        imgs, pts = center_crop(torch.from_numpy(val.images[i : i + batch]), torch.from_numpy(val.points[i : i + batch]), val.size, aligned, crop_scale)
         p, *_ = predict_crops(net, imgs.round().clamp(0, 255).to(torch.uint8), flip=flip)
         preds.append(p)
         gts.append(pts.numpy())
@@ -215,6 +222,7 @@ def fit(
     hist = st.history
 
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
+    aligned = cfg.crop == "aligned"
     stale = 0 if not hist["val_nme"] else len(hist["val_nme"]) - 1 - int(np.argmin(hist["val_nme"]))
     # one bar for the whole run, so its ETA is the run's
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=st.epoch * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
@@ -227,7 +235,7 @@ def fit(
             bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
             for step in range(steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                imgs, pts, flipped = augment_with_flip(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, st.rng)
+                imgs, pts, flipped = augment_with_flip(x_all[idx], y_all[idx], cfg.input_size, cfg.augment, st.rng, aligned, cfg.aligned_scale)
                 target = to_norm(pts, cfg.input_size)
                 if cfg.sigma_weight:
                     pred, log_sigma = net.forward_full(normalise_images(imgs))
@@ -251,7 +259,7 @@ def fit(
                     break
             if stop.flag:  # an unfinished epoch is not saved: resume redoes it from the last save
                 break
-            val_nme = float(evaluate_canvases(st.export_net, val).mean()) if val is not None and len(val) else float("nan")
+            val_nme = float(evaluate_canvases(st.export_net, val, aligned=aligned, crop_scale=cfg.aligned_scale).mean()) if val is not None and len(val) else float("nan")
             st.elapsed += time.time() - t0
             for k, v in zip(hist, [epoch + 1, float(np.mean(losses)), val_nme, sched.get_last_lr()[0], st.elapsed]):
                 hist[k].append(v)
