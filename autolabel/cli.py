@@ -32,9 +32,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch 68-poi
 
 # Options that mean the same on every command that takes them (hf-CLI style shared aliases).
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
-Refine = Annotated[bool, typer.Option("--refine", help="a second pass on the crop the first answer places: the model's trained "
-                                      "second stage (model/landmarks.stage2.pt) on a crop rotated so the eyes are level, or, for a model "
-                                      "without one, the same model again, averaged; better points and confidence at twice the model's cost")]
+Refine = Annotated[bool, typer.Option("--refine/--no-refine", help="two stages (the default): the model's trained second stage "
+                                      "(model/landmarks.stage2.pt) predicts again on a crop placed by the first answer and rotated so the eyes "
+                                      "are level (for a model without one: the same model again, averaged); --no-refine: one stage, ~2.5x faster")]
 Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
 Runtime = Annotated[str, typer.Option("--runtime", help=f"{' | '.join(RUNTIME_NAMES)}: landmark inference engine "
@@ -71,7 +71,7 @@ def run(
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
-    refine: Refine = False,
+    refine: Refine = True,
     quiet: Quiet = False,
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",
     address: Annotated[str | None, typer.Option(help="with --engine ray: the cluster, auto or HOST:PORT (default: start Ray here)")] = None,
@@ -129,7 +129,7 @@ def eval_(
     protocol: Annotated[list[str], typer.Option(help="det and/or gt")] = ["det", "gt"],
     no_dlib: Annotated[bool, typer.Option("--no-dlib", help="skip dlib's predictor baseline")] = False,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="no test-time flip averaging")] = False,
-    refine: Refine = False,
+    refine: Refine = True,
     runtime: Runtime = "auto",
     quiet: Quiet = False,
 ):

@@ -99,7 +99,7 @@ def evaluate(data: list[Path], predictor: Predictor, protocols=("det", "gt"), wi
 
 
 def eval_model(data: list[Path], out: Path, model: Path | None = None, runtime: str = "auto", protocols=("det", "gt"),
-               with_dlib: bool = True, flip: bool = True, refine: bool = False, progress: bool = True) -> dict:
+               with_dlib: bool = True, flip: bool = True, refine: bool = True, progress: bool = True) -> dict:
     """`autolabel eval`: score the model file `model` (default: shipped) on `data`, write the
     report into `out` (detections cached in `out/boxes.json`) and return it."""
     missing = [str(d) for d in data if not Path(d).exists()]

@@ -331,7 +331,7 @@ def run(
     globs: list[str] | None = None,
     overwrite: bool = False,
     flip: bool = True,
-    refine: bool = False,
+    refine: bool = True,
     progress: bool = True,
     command: str = "",
     engine: str = "local",
@@ -412,11 +412,12 @@ class Labeler:
     `model`: a model file, a loaded `LandmarkModel`, or None for the shipped weights; `detector`:
     any Detector (default: dlib HOG with DEFAULT_SETTINGS, as `autolabel run` uses); `runtime`:
     "auto" (the model's int8 ONNX export when there is one, else torch), "onnx", "onnx-fp32" or
-    "torch", as `run --runtime` (a loaded `LandmarkModel` always runs on torch).
+    "torch", as `run --runtime` (a loaded `LandmarkModel` always runs on torch); `refine`: two
+    stages, as `run` (the default; False = `--no-refine`).
     """
 
     def __init__(self, model=None, detector: Detector | None = None, flip: bool = True, runtime: str = "auto",
-                 refine: bool = False):
+                 refine: bool = True):
         if isinstance(model, (str, Path)) or model is None:
             self.predictor = make_predictor(runtime, Path(model) if model else None, flip=flip, refine=refine)
         else:  # a LandmarkModel already in memory (no second stage beside it: --refine re-crops with it)

@@ -145,13 +145,14 @@ class Predictor:
 
 
 def make_predictor(runtime: str = "auto", model: Path | None = None, flip: bool = True, threads: int | None = None,
-                   refine: bool = False) -> Predictor:
+                   refine: bool = True) -> Predictor:
     """The Predictor `run`, `eval`, `Labeler` and the Ray actors use: the runtime `runtime` for the
     model file `model` (default: the shipped weights) and, with `refine`, its trained second stage
-    when one lies beside it (`runtimes.stage2_path`), on the same runtime."""
+    when one lies beside it (`runtimes.stage2_path`), on the same runtime ("auto" picks for each
+    file alike: its int8 export when there is one)."""
     rt = make_runtime(runtime, model, flip=flip, threads=threads)
     second = stage2_path(model)
-    stage2 = make_runtime(rt.name, second, flip=flip, threads=threads) if refine and second.is_file() else None
+    stage2 = make_runtime(runtime, second, flip=flip, threads=threads) if refine and second.is_file() else None
     return Predictor(rt, refine, stage2)
 
 

@@ -61,6 +61,53 @@ int8 cannot hold are kept in fp32 until int8 agrees with fp32 on held-out crops.
 """
 
 
+def stage2_section(model_dir: Path = Path("model")) -> str:
+    """The card's second-stage section: what it is, how it was trained, and stage2_eval.py's
+    table (validation split and helen/testset, every flip combination, passes per face)."""
+    from autolabel.model import load_model
+
+    s2 = load_model(model_dir / "landmarks.stage2.pt")
+    meta, rr = s2.meta, s2.meta["recipe"]
+    ev = json.loads((model_dir / "reports" / "stage2_eval.json").read_text())
+    names = [k for k in ev["test"] if "->" in k and "averaged" not in k] + [k for k in ev["test"] if "->" not in k]
+    rows = []
+    for k in names:
+        v, t = ev["val"][k], ev["test"][k]
+        score = "stage 2 + moved / 2" if "->" in k else next(iter(t["confidence"]))
+        rows.append(f"| {k} | {t['passes']} | {100 * v['nme']:.2f} % | {100 * t['nme']:.2f} % | {100 * t['fr']:.2f} % | "
+                    f"{t['confidence'][score]['spearman']:.3f} / {100 * t['confidence'][score]['worst_in_top']:.0f} % |")
+    a = rr["augment"]
+    return f"""## The second stage (`landmarks.stage2.pt`, `{s2.model_id}`: on by default, `--no-refine` turns it off)
+
+The same network, fine-tuned from the first stage's weights on crops **aligned by the labels**: centred
+and sized by the points' box like the `gt` protocol, but {rr['aligned_scale']} × its side instead of 1.5 × (the first
+stage has already found the face, so the face fills more of the 128 px), and rotated so the line
+between the eye centres is level. Training jitters that crop by rotation ±{a['rotation_deg']}°, scale ±{100 * a['scale']:.0f} %, shift
+±{100 * a['shift']:.0f} % of the crop, standing in for the first stage's errors. At inference the crop is placed by the first
+stage's points (`geometry.aligned_transform`, `cut_aligned`: a 1.5× canvas cut antialiased at the
+crop's pixel scale, then rotated bilinearly, as in training), and the second stage's points are the
+labels. Confidence = the second stage's own score + half the mean distance it moved the points
+(over the eye-corner distance).
+
+- `{meta.get('command', '')}` (code at git `{meta.get('git_commit', '')}`; [`recipe_v2_stage2.toml`](recipe_v2_stage2.toml):
+  lr {rr['lr']} one-cycle, {rr['epochs']} epochs, EMA {rr['ema']}, seed {rr['seed']}; {meta.get('train_seconds', 0) / 60:.1f} min on 2 CPU cores). Validation
+  NME on aligned crops of the held-out split: {100 * meta.get('best_val_nme', float('nan')):.2f} % (best epoch {meta.get('epoch')}). The run read a copy of the
+  recipe without its `init` line (which only makes `train` refuse to start without `--init`), with the
+  `crop = "aligned"` code committed right after the commit it records.
+
+`benchmarks/stage2_eval.py` (det protocol, first stage on torch; {ev['val']['stage 1 flip']['passes']} passes = flip averaging of one stage).
+Validation = the hash split (190 faces with a HOG box); test = helen/testset (322). Confidence on test:
+Spearman / share of the worst 10 % in the least sure 10 %.
+
+| pipeline | network passes per face | validation NME | test NME | test FR@0.08 | test confidence |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+![second stage loss curve](reports/stage2_loss_curve.png)
+![second stage validation overlay](reports/stage2_val_overlay.png)
+"""
+
+
 def update_onnx_section(card: Path = Path("model/README.md")) -> None:
     """Replace (or insert before "## Speed") the ONNX section of an existing card, keeping the rest."""
     text = card.read_text()
@@ -146,7 +193,16 @@ reported as measured; `eval.txt` above gives the shipped score's figures for the
     # earlier stages' curves are kept beside the last stage's as loss_curve_stage<N>.png
     earlier_curves = "".join(f"\n![{f.stem.removeprefix('loss_curve_')} loss curve](reports/{f.name})"
                              for f in sorted(Path("model/reports").glob("loss_curve_stage*.png")))
-    card = f"""# autolabel landmark model `{m.model_id}`
+    s2_id = load_model(Path("model/landmarks.stage2.pt")).model_id if Path("model/landmarks.stage2.pt").is_file() else None
+    one = Path("model/reports/one_stage/eval.txt")
+    one_text = f"""
+One stage (`--no-refine`: the first stage with flip averaging, two network passes per face instead of four):
+
+```
+{one.read_text().strip()}
+```
+""" if one.is_file() else ""
+    card = f"""# autolabel landmark model `{m.model_id}`{f' + second stage `{s2_id}`' if s2_id else ''}
 
 {what}
 Trained from scratch on this 2-core CPU machine. The model version is the first 12 hex digits
@@ -184,7 +240,8 @@ For the `gt` protocol the box is made from the points with the HOG box's measure
 
 Same faces, same boxes for both methods; dlib = dlib's own 68-point shape predictor
 (`shape_predictor_68_face_landmarks.dat`, trained on 300-W with iBUG's full training set, which
-probably includes these test faces). autolabel uses flip averaging. `det` = the dlib HOG box best
+probably includes these test faces). autolabel at its default settings: flip averaging and the second
+stage (below), int8 ONNX; the model version of these labels is `{rep.get('model_version', m.model_id)}`. `det` = the dlib HOG box best
 matching each face (faces the detector misses are counted, not scored); `gt` = a box from the
 ground-truth points. NME in % (inter-ocular = outer eye corners 36/45; inter-pupil = eye
 centres); FR and AUC at NME 0.08; NMSE = mean squared error of the points in normalised crop
@@ -196,9 +253,10 @@ coordinates (crop side = 1); ≤3px/≤5px = share of points within 3 / 5 pixels
 ```
 
 The whole report: [`reports/eval.txt`](reports/eval.txt), [`reports/eval.json`](reports/eval.json) (`autolabel eval`, runtime `{rep.get('runtime', '')}`).
-
+{one_text}
 ![CED](reports/ced.png)
 
+{stage2_section() if s2_id else ''}
 {conf_text}
 {onnx_section()}
 ## Speed (this machine: 2 CPU cores)

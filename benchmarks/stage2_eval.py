@@ -6,7 +6,8 @@ det protocol (HOG boxes), every combination of flip averaging in the two stages.
 
 Stage 2 predicts on the crop the first stage's points place (`geometry.aligned_transform`:
 centred and sized by the points' box, rotated so the eye line is level). Rows: the first stage
-alone; the first stage's re-crop by the same model (`--refine`, for comparison); stage 2 after
+alone; the first stage's re-crop by the same model (what `--refine` does for a model without a
+second stage, for comparison); stage 2 after
 stage 1, with its own points and with the two stages' points averaged. Confidence candidates
 (higher = less sure, all over the predicted outer-eye-corner distance): stage 1's shipped
 score, stage 2's, how far stage 2 moved the points, and `Predictor.combine`'s two-pass score.
@@ -64,7 +65,7 @@ def rows(first: dict[bool, Predictor], second: dict[bool, object], samples) -> d
         again = pred.predict(np.concatenate([pred.recrop(g, p[None])[0] for g, p in zip(grays, p1)]),
                              [t for g, p in zip(grays, p1) for t in pred.recrop(g, p[None])[1]])
         both, two, _ = pred.combine((p1, c1, u1), again)
-        out[f"stage 1{' flip' if f1 else ''} + same model re-cropped, averaged (--refine)"] = {
+        out[f"stage 1{' flip' if f1 else ''} + same model re-cropped, averaged (no stage 2)"] = {
             "passes": 2 * n1, "points": both, "scores": {"two-pass": two}}
         for f2, rt in second.items():
             p2, c2 = aligned_predict(rt, grays, p1)

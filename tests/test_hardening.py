@@ -243,14 +243,16 @@ def test_resuming_with_other_flip_or_refine_settings_is_refused(label, tmp_path)
 
     _img(tmp_path / "in" / "a.jpg")
     out, ds = tmp_path / "l.parquet", tmp_path / "ds"
-    label([tmp_path / "in"], out)
-    label([tmp_path / "in"], ds, fmt="parquet")  # a Parquet dataset: its part files carry the metadata
+    label([tmp_path / "in"], out, refine=False)
+    label([tmp_path / "in"], ds, fmt="parquet", refine=False)  # a Parquet dataset: its part files carry the metadata
     for target, kw in ((out, {}), (ds, {"fmt": "parquet"})):
-        with pytest.raises(UsageError, match=r"labelled with refine=False; this run has refine=True.*--overwrite"):
-            label([tmp_path / "in"], target, refine=True, **kw)
+        # the message names the option that resumes it (--refine is the default)
+        with pytest.raises(UsageError, match=r"labelled with refine=False; this run has refine=True: resume with the same options "
+                                             r"\(--no-refine\), or --overwrite"):
+            label([tmp_path / "in"], target, **kw)
         with pytest.raises(UsageError, match=r"flip=True; this run has flip=False"):
-            label([tmp_path / "in"], target, flip=False, **kw)
-    assert label([tmp_path / "in"], out).skipped_done == 1  # the same settings resume
+            label([tmp_path / "in"], target, flip=False, refine=False, **kw)
+    assert label([tmp_path / "in"], out, refine=False).skipped_done == 1  # the same settings resume
     label([tmp_path / "in"], out, refine=True, overwrite=True)
     assert file_metadata(out)["refine"] is True
 

@@ -83,7 +83,7 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
     shutil.copy(src, d / src.name)
     shutil.copy(src.with_suffix(".pts"), d / src.with_suffix(".pts").name)
     out = tmp_path / "l.parquet"
-    cli("run", d, "--out", out, "--model", shipped_model_path, "--workers", "0", "--quiet", *(["--refine"] if refine else []), check_rc=0)
+    cli("run", d, "--out", out, "--model", shipped_model_path, "--workers", "0", "--quiet", "--refine" if refine else "--no-refine", check_rc=0)
     assert file_metadata(out)["refine"] is refine
     rows = read_labels(out).query("status == 'ok'")
     run_boxes = [Box(r.box_x0, r.box_y0, r.box_x1, r.box_y1) for r in rows.itertuples()]
@@ -103,7 +103,7 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
     np.testing.assert_array_equal(ev, single)
     np.testing.assert_array_equal(ev, run_pts[k])
     if refine:  # the second pass moved the points: it is not the first pass relabelled
-        first = Labeler(model=shipped_model_path).label(Image.open(src), boxes=[sample.box])[0].points
+        first = Labeler(model=shipped_model_path, refine=False).label(Image.open(src), boxes=[sample.box])[0].points
         assert 0.05 < np.abs(first - single).mean() < 2.0
 
 
@@ -115,7 +115,7 @@ def test_refine_runs_the_second_stage_beside_the_model(tmp_path, random_model_pa
     torch.manual_seed(1)
     second = LandmarkModel(build_network("resnet18-1ch-hm"), 128, {"recipe": {"crop": "aligned", "aligned_scale": 1.3}})
     second.save(tmp_path / "m.stage2.pt")
-    assert make_predictor("torch", model).stage2 is None  # one pass: the second stage is not even loaded
+    assert make_predictor("torch", model, refine=False).stage2 is None  # one stage: the second is not even loaded
     pred = make_predictor("torch", model, refine=True)
     assert pred.stage2 is not None and pred.stage2_scale == 1.3
     assert pred.model_id == f"{load_model(model).model_id}+{second.model_id}"  # the labels' version names both

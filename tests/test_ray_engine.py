@@ -90,11 +90,11 @@ def test_inference_actor_refines_as_the_local_engine(tmp_path):
     from autolabel.detectors import make_detector
     from autolabel.labelling import detect_and_crop, predict_jobs
     from autolabel.labelling_ray import PredictActor
-    from autolabel.predictor import Predictor
-    from autolabel.runtimes import make_runtime
+    from autolabel.predictor import make_predictor
 
     jobs = [detect_and_crop(f, make_detector("hog"), 128) for f in sorted(HELEN_TEST.glob("*.jpg"))[:2]]
-    local = Predictor(make_runtime("auto", None, threads=1), refine=True)  # the actor's thread count: the same sums
+    local = make_predictor("auto", None, threads=1, refine=True)  # the actor's thread count: the same sums
+    assert local.stage2 is not None  # the shipped second stage
     actor = PredictActor("auto", None, True, 1, local.model_id, refine=True)
     table = pa.table({"i": [0, 1], "job": [pickle.dumps(j) for j in jobs]})
     got = [pickle.loads(b) for b in actor(table).column("result").to_pylist()]

@@ -190,8 +190,10 @@ class ParquetWriter:
             if differ:
                 were = ", ".join(f"{k}={theirs[k]}" for k in differ)
                 now = ", ".join(f"{k}={mine[k]}" for k in differ)
-                raise UsageError(f"{self.out} was labelled with {were}; this run has {now}: resume with the same options, "
-                                 "or --overwrite to start over") from None
+                flags = {("flip", False): "--no-flip", ("refine", False): "--no-refine", ("refine", True): "--refine"}
+                same = " ".join(flags.get((k, theirs[k]), "") for k in differ).strip()
+                raise UsageError(f"{self.out} was labelled with {were}; this run has {now}: resume with the same options"
+                                 f"{' (' + same + ')' if same else ''}, or --overwrite to start over") from None
 
     def _parts_folder(self) -> Path:
         return self.out.with_name(self.out.name + ".parts")
