@@ -19,6 +19,10 @@ from autolabel.markup import N_POINTS
 from autolabel.types import ModelError, UsageError
 
 FORMAT = "autolabel-landmarks-onnx"
+#: crops per session call: without a memory arena, a call's activations are its transient peak
+#: (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the same speed
+#: (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one stage).
+CHUNK = 16
 
 
 class OnnxRuntime:
@@ -63,7 +67,9 @@ class OnnxRuntime:
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(crops) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
-        out = self.session.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.uint8)})
+        crops = np.ascontiguousarray(crops, dtype=np.uint8)
+        parts = [self.session.run(None, {"crops": crops[i : i + CHUNK]}) for i in range(0, len(crops), CHUNK)]
+        out = [np.concatenate(o) for o in zip(*parts)]
         # an export made before the error-scale output has two outputs: its scale is unknown
         scale = out[2] if len(out) > 2 else np.full(out[1].shape, np.nan, np.float32)
         return out[0].astype(np.float32, copy=False), out[1].astype(np.float32, copy=False), scale.astype(np.float32, copy=False)
