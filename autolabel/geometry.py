@@ -92,16 +92,21 @@ def points_box(points: np.ndarray) -> Box:
     return Box(float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max()), 1.0)
 
 
+def _hog_like_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (..., 2) and side (...,) of the detector-like box of landmarks (..., 68, 2), by
+    the fitted HOG-box relation above."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(axis=-2), p.max(axis=-2)
+    side = (hi - lo).max(axis=-1)
+    centre = (lo + hi) / 2 + np.stack([PTS_BOX_DX * side, PTS_BOX_DY * side], axis=-1)
+    return centre, PTS_BOX_SIDE * side
+
+
 def box_from_points(points: np.ndarray) -> Box:
     """A detector-like box from 68 landmarks (the `gt` evaluation protocol, and training
     faces that the detector missed), using the fitted HOG-box relation above."""
-    b = points_box(points)
-    cx, cy = b.center
-    side = max(b.width, b.height)
-    cx += PTS_BOX_DX * side
-    cy += PTS_BOX_DY * side
-    s = PTS_BOX_SIDE * side
-    return Box(cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2, 1.0)
+    (cx, cy), s = _hog_like_box(points)
+    return Box(float(cx - s / 2), float(cy - s / 2), float(cx + s / 2), float(cy + s / 2), 1.0)
 
 
 #: 68-point indices of the two eyes (image left = the subject's right eye), for the eye line.
@@ -115,10 +120,9 @@ def aligned_params(points: np.ndarray, scale: float = CROP_SCALE) -> tuple[np.nd
     `crop_window(box_from_points(points))` (unsnapped; `scale` in place of CROP_SCALE: a first
     stage's points place the face well enough for a tighter crop); the angle levels the eye line."""
     p = np.asarray(points, dtype=np.float64)
-    lo, hi = p.min(axis=-2), p.max(axis=-2)
-    side = (hi - lo).max(axis=-1)
-    s = PTS_BOX_SIDE * side
-    centre = (lo + hi) / 2 + np.stack([PTS_BOX_DX * side, PTS_BOX_DY * side + CROP_SHIFT_Y * s], axis=-1)
+    centre, s = _hog_like_box(p)
+    s = np.maximum(s, 1.0)  # all points on one pixel (a broken first stage): still a 1-px crop, not a division by 0
+    centre = centre + np.stack([np.zeros_like(s), CROP_SHIFT_Y * s], axis=-1)
     eyes = p[..., EYE_B, :].mean(axis=-2) - p[..., EYE_A, :].mean(axis=-2)
     return centre, scale * s, np.arctan2(eyes[..., 1], eyes[..., 0])
 

@@ -8,11 +8,10 @@ Does not import torch: the runtime does, when it is made.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from pathlib import Path
 
 from autolabel.geometry import CROP_SCALE, AlignedTransform, CropTransform, aligned_transform, box_from_points, crop_face, cut_aligned
 from autolabel.markup import N_POINTS
@@ -28,6 +27,13 @@ def crop_faces(gray: Image.Image, boxes: Sequence[Box], size: int) -> tuple[np.n
     cuts = [crop_face(gray, b, size) for b in boxes]
     arr = np.stack([c for c, _ in cuts]) if cuts else np.zeros((0, size, size), np.uint8)
     return arr, [t for _, t in cuts]
+
+
+def aligned_scale_of(meta: dict) -> float | None:
+    """A second stage's crop scale, from its model file's meta (the recipe it was trained with:
+    `crop = "aligned"`, `aligned_scale`); None for a model trained on box crops."""
+    recipe = meta.get("recipe", {}) if isinstance(meta, dict) else {}
+    return float(recipe.get("aligned_scale", CROP_SCALE)) if recipe.get("crop") == "aligned" else None
 
 
 def face_confidence(points: np.ndarray, disagreement: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -67,10 +73,10 @@ class Predictor:
         self.stage2 = stage2
         self.stage2_scale = CROP_SCALE
         if stage2 is not None:
-            recipe = stage2.meta.get("recipe", {}) if isinstance(stage2.meta, dict) else {}
-            if recipe.get("crop") != "aligned":
+            scale = aligned_scale_of(stage2.meta)
+            if scale is None:
                 raise ModelError(f"model {stage2.model_id} was not trained on aligned crops (recipe crop = \"aligned\"): not a second stage")
-            self.stage2_scale = float(recipe.get("aligned_scale", CROP_SCALE))
+            self.stage2_scale = scale
 
     @property
     def size(self) -> int:

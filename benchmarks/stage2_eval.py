@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, sample_box, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.geometry import aligned_transform, cut_aligned  # noqa: E402
 from autolabel.images import load_image  # noqa: E402
 from autolabel.metrics import confidence_quality, failure_rate, interocular, nme  # noqa: E402
-from autolabel.predictor import Predictor, face_confidence  # noqa: E402
+from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root, shipped_model  # noqa: E402
 from autolabel.runtimes import make_runtime  # noqa: E402
 
@@ -38,13 +37,11 @@ TRAIN = ["300w/afw", "300w/helen/trainset", "300w/lfpw/trainset"]
 TEST = ["300w/helen/testset"]
 
 
-def aligned_predict(runtime, grays, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 2 on the crops `points` (N, 68, 2) place: image points (N, 68, 2) and confidence (N,)."""
-    scale = runtime.meta.get("recipe", {}).get("aligned_scale", 1.5)
-    ts = [aligned_transform(p, runtime.input_size, scale) for p in points]
-    crops = np.stack([cut_aligned(g, t) for g, t in zip(grays, ts)])
-    pts, dis, scale = runtime.predict(crops)
-    return np.stack([t.to_image(p) for p, t in zip(pts, ts)]), face_confidence(pts, dis, scale)
+def again(pred: Predictor, grays, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pred`'s second pass on the crops `points` (N, 68, 2) place (`recrop` + `predict_again`):
+    image points, confidence and point uncertainty, before `combine`."""
+    cuts = [pred.recrop(g, p[None]) for g, p in zip(grays, points)]
+    return pred.predict_again(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
 
 
 def moved(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,13 +59,11 @@ def rows(first: dict[bool, Predictor], second: dict[bool, object], samples) -> d
         p1, c1, u1 = pred.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])
         n1 = 2 if f1 else 1
         out[f"stage 1{' flip' if f1 else ''}"] = {"passes": n1, "points": p1, "scores": {"stage 1": c1}}
-        again = pred.predict(np.concatenate([pred.recrop(g, p[None])[0] for g, p in zip(grays, p1)]),
-                             [t for g, p in zip(grays, p1) for t in pred.recrop(g, p[None])[1]])
-        both, two, _ = pred.combine((p1, c1, u1), again)
+        both, two, _ = pred.combine((p1, c1, u1), again(pred, grays, p1))
         out[f"stage 1{' flip' if f1 else ''} + same model re-cropped, averaged (no stage 2)"] = {
             "passes": 2 * n1, "points": both, "scores": {"two-pass": two}}
         for f2, rt in second.items():
-            p2, c2 = aligned_predict(rt, grays, p1)
+            p2, c2, _ = again(Predictor(pred.runtime, refine=True, stage2=rt), grays, p1)
             m = moved(p1, p2)
             scores = {"stage 1": c1, "stage 2": c2, "moved": m, "stage 2 + moved / 2": c2 + m / 2, "two-pass": (c1 + c2) / 2 + m / 2}
             name = f"stage 1{' flip' if f1 else ''} -> stage 2{' flip' if f2 else ''}"

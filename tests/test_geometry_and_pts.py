@@ -115,3 +115,12 @@ def test_aligned_cut_puts_a_pixel_where_the_transform_says():
         w = crop[ys, xs].astype(float)
         centre = np.array([(xs * w).sum(), (ys * w).sum()]) / w.sum()
         np.testing.assert_allclose(centre, t.to_crop(np.array([[161.5, 231.5]]))[0], atol=0.6)
+
+
+def test_aligned_crop_of_degenerate_points_is_finite():
+    """A broken first stage (every point on one pixel, far outside the image) still gives a
+    finite crop: a 1-px window, black, not a division by zero."""
+    t = aligned_transform(np.full((68, 2), -5000.0), 128)
+    assert np.isfinite(t.matrix).all()
+    crop = cut_aligned(Image.new("L", (50, 40), 200), t)
+    assert crop.shape == (128, 128) and crop.max() == 0

@@ -52,10 +52,15 @@ def random_matrices(b: int, canvas: int, size: int, cfg: AugmentConfig, g: torch
     m[:, 0, 2] = co + tx - (cos * cc - sin * cc)
     m[:, 1, 2] = co + ty - (sin * cc + cos * cc)
     m[:, 2, 2] = 1
-    fl = torch.eye(3).repeat(b, 1, 1)
+    return _mirrored(m, flip, size), flip
+
+
+def _mirrored(m: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Matrices `m` followed by a horizontal mirror of the crop (u -> size - 1 - u) where `flip`."""
+    fl = torch.eye(3).repeat(len(m), 1, 1)
     fl[flip, 0, 0] = -1
-    fl[flip, 0, 2] = size - 1  # u -> size - 1 - u
-    return fl @ m, flip
+    fl[flip, 0, 2] = size - 1
+    return fl @ m
 
 
 def aligned_matrices(points: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator | None,
@@ -71,10 +76,7 @@ def aligned_matrices(points: torch.Tensor, size: int, cfg: AugmentConfig, g: tor
     m[:, 0, 2] += (u() * cfg.shift * size).float()
     m[:, 1, 2] += (u() * cfg.shift * size).float()
     flip = torch.rand(b, generator=g) < cfg.flip
-    fl = torch.eye(3).repeat(b, 1, 1)
-    fl[flip, 0, 0] = -1
-    fl[flip, 0, 2] = size - 1
-    return fl @ m, flip
+    return _mirrored(m, flip, size), flip
 
 
 def warp(images: torch.Tensor, points: torch.Tensor, m: torch.Tensor, flip: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

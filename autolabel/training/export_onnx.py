@@ -36,7 +36,7 @@ from autolabel.geometry import aligned_transform, box_from_points, cut_aligned
 from autolabel.images import load_image
 from autolabel.metrics import interocular
 from autolabel.model import InferenceGraph, LandmarkModel, load_model
-from autolabel.predictor import crop_faces
+from autolabel.predictor import aligned_scale_of, crop_faces
 from autolabel.types import ModelError
 
 #: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
@@ -201,9 +201,7 @@ def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample]
     t = time.time()
     export_fp32(model, paths["fp32"], flip)
     fp32 = Export(paths["fp32"], "fp32", hashlib.sha256(paths["fp32"].read_bytes()).hexdigest())
-    recipe = model.meta.get("recipe", {})
-    aligned = float(recipe.get("aligned_scale", 1.5)) if recipe.get("crop") == "aligned" else None
-    crops = calibration_crops(calibration, model.input_size, n=384, aligned_scale=aligned)
+    crops = calibration_crops(calibration, model.input_size, n=384, aligned_scale=aligned_scale_of(model.meta))
     if len(crops) < 3:
         raise ModelError(f"{len(crops)} calibration faces: int8 needs at least 3 (some to calibrate, some to check)")
     k = min(256, 2 * len(crops) // 3)
