@@ -71,7 +71,7 @@ def run(
     workers: Workers = None,
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
-    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (faster; no confidence score)")] = False,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging: half the network passes; confidence from the predicted error scale alone")] = False,
     refine: Refine = True,
     quiet: Quiet = False,
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",
@@ -306,6 +306,8 @@ def finetune(
     holdout: Annotated[float, typer.Option(help="share of corrections held out (at least 10 faces)")] = 0.2,
     force: Annotated[bool, typer.Option(help="mark the model usable even if it got worse")] = False,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also export it to ONNX (fp32, int8) for the fast runtime")] = True,
+    refine: Annotated[bool, typer.Option("--refine/--no-refine", help="also finetune the model's second stage (X.stage2.pt beside it), "
+                                         "as run refines with it by default; --no-refine: the first stage only (twice as fast)")] = True,
     quiet: Quiet = False,
 ):
     """Finetune a model (--model, default: the shipped one) on reviewed corrections; writes a new model version with its lineage."""
@@ -317,13 +319,13 @@ def finetune(
         if not p.exists():
             raise UsageError(f"no such folder: {p}")
     res = ft.finetune(source, out, model, replay, eval_data, epochs, lr, holdout, force=force, command=_command(), progress=not quiet,
-                      export_onnx=onnx)
+                      export_onnx=onnx, refine=refine)
     if res.interrupted:
         typer.echo(f"interrupted; no model written. Rerun the same command to resume ({out / 'work'})", err=True)
         raise typer.Exit(130)
     lin = res.lineage
     typer.echo(ft.table(lin))
-    typer.echo(json.dumps({k: getattr(lin, k) for k in ("model_version", "model_path", "usable", "before", "after", "skipped")}))
+    typer.echo(json.dumps({k: getattr(lin, k) for k in ("model_version", "stage2_version", "model_path", "usable", "before", "after", "skipped")}))
     if not lin.usable:
         typer.echo("NOT marked usable: " + "; ".join(lin.refused_because) + " (use --force to override)", err=True)
         raise typer.Exit(1)

@@ -158,17 +158,20 @@ class InferenceGraph(nn.Module):
 
     With `flip`, the mirrored crop is predicted too, its points mirrored back (MIRROR) and the
     two averaged (test-time flip averaging); the distance between the two predictions of each
-    point is its disagreement. Without `flip` the disagreement is NaN (unknown). The error scale
+    point is its disagreement. Without `flip` the disagreement is NaN (unknown). Without
+    `offset` (what the ONNX export is: `runtimes.onnx_runtime.flip_average` does the flip and
+    adds the offset), the points are the network's content prediction, without its learned label offset. The error scale
     is the Laplace scale a `HeatmapNet` predicts for each point (its expected error along each
     axis; averaged over the two flips), NaN for a regression net. Disagreement and scale are the
     raw material of the confidence score (`autolabel.predictor`). Pure tensor ops with no
     branching on data, so the module exports to ONNX as it is.
     """
 
-    def __init__(self, net: nn.Module, flip: bool = True):
+    def __init__(self, net: nn.Module, flip: bool = True, offset: bool = True):
         super().__init__()
         self.net = net
         self.flip = flip
+        self.offset = offset
         self.register_buffer("mirror", torch.as_tensor(MIRROR, dtype=torch.long), persistent=False)
         # u -> S-1-u is y -> -y in normalised units
         self.register_buffer("mirror_x", torch.tensor([-1.0, 1.0]), persistent=False)
@@ -183,7 +186,7 @@ class InferenceGraph(nn.Module):
         size = crops.shape[-1]
         x = normalise_images(crops)
         # the learned label offset (HeatmapNet) lives in the unmirrored frame: added after averaging
-        offset = getattr(self.net, "label_offset", None)
+        offset = getattr(self.net, "label_offset", None) if self.offset else None
         if not self.flip:
             y, sigma = self._run(x)
             pts = from_norm(y if offset is None else y + offset, size)

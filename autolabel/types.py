@@ -154,6 +154,9 @@ class Lineage:
     recipe: dict
     model_version: str = ""
     model_path: str = ""
+    stage2_base: str = ""  # the base's second stage that was finetuned too ("" = none: the version has no second stage)
+    stage2_recipe: dict = field(default_factory=dict)
+    stage2_version: str = ""  # the new second stage, `model.stage2.pt` beside the model
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

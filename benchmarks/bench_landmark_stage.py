@@ -1,8 +1,9 @@
 """The landmark stage's speed at the default settings: faces/s from decoded grey images and
 detector boxes to points, one stage (crop + network with flip averaging) and two stages (the
-default: + the aligned crop and the second stage's network), batches 16 and 32.
+default: + the aligned crop and the second stage's network), batches 16 and 32; and the same
+without flip averaging (`--no-flip`: one network pass per stage).
 
-    python benchmarks/bench_landmark_stage.py [--runtime onnx] [--threads 2]
+    python benchmarks/bench_landmark_stage.py [--runtime onnx] [--threads 2] [--no-flip-rows]
 
 Decoding and detection are not counted (they are the same for both; bench_run.py times the whole
 command). 64 helen/testset faces, HOG boxes, decoded once.
@@ -32,12 +33,13 @@ def main() -> None:
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--no-flip-rows", action="store_true", help="skip the --no-flip rows")
     a = ap.parse_args()
     samples = detect_boxes(find_samples(data_root() / "300w" / "helen" / "testset")[:80], make_detector("hog"), progress=False)
     faces = [(load_image(s.image).convert("L"), s.box) for s in samples if s.box is not None][:64]
     print(f"{len(faces)} faces, runtime {a.runtime}, {a.threads} threads, load average {os.getloadavg()[0]:.2f}")
-    for refine in (False, True):
-        pred = make_predictor(a.runtime, threads=a.threads, refine=refine)
+    for flip, refine in [(True, False), (True, True)] + ([] if a.no_flip_rows else [(False, False), (False, True)]):
+        pred = make_predictor(a.runtime, threads=a.threads, refine=refine, flip=flip)
         rates = []
         for batch in (16, 32):
             def once():
@@ -52,8 +54,8 @@ def main() -> None:
             for _ in range(a.reps):
                 once()
             rates.append(a.reps * len(faces) / (time.perf_counter() - t))
-        name = f"two stages ({pred.runtime.name}, {pred.model_id})" if refine else f"one stage ({pred.runtime.name}, {pred.model_id})"
-        print(f"  {name:50} batch 16: {rates[0]:6.1f} faces/s   batch 32: {rates[1]:6.1f} faces/s")
+        name = f"{'two stages' if refine else 'one stage'}{'' if flip else ', --no-flip'} ({pred.runtime.name}, {pred.model_id})"
+        print(f"  {name:62} batch 16: {rates[0]:6.1f} faces/s   batch 32: {rates[1]:6.1f} faces/s")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -1,7 +1,7 @@
 """`autolabel run` against dlib-only pipelines on the same photos: wall time, CPU-seconds, peak
 memory, and memory when the input grows 10x.
 
-    python benchmarks/bench_run.py [--repeat 10] [--model PATH] [--runtime onnx] [--refine] [--skip-growth]
+    python benchmarks/bench_run.py [--repeat 10] [--model PATH] [--runtime onnx] [--no-refine] [--no-flip] [--skip-growth]
 
 Peers: dlib HOG (upsample=1, full resolution, as dlib's examples do) and dlib's 68-point shape
 predictor on every face, in one process and in two processes (the fair peer on 2 cores: what a
@@ -114,10 +114,8 @@ def peer(inputs: list[Path], procs: int) -> dict:
     return {**res, **r, "images_per_s": res["images"] / r["seconds"], "images_per_cpu_s": res["images"] / r["cpu_seconds"]}
 
 
-def autolabel_run(inputs: list[Path], out: Path, model: str | None, runtime: str | None, refine: bool = False) -> dict:
-    cmd = [sys.executable, "-m", "autolabel", "run", *map(str, inputs), "--out", str(out), "--overwrite", "--quiet"]
-    if refine:
-        cmd.append("--refine")
+def autolabel_run(inputs: list[Path], out: Path, model: str | None, runtime: str | None, extra: list[str] = ()) -> dict:
+    cmd = [sys.executable, "-m", "autolabel", "run", *map(str, inputs), "--out", str(out), "--overwrite", "--quiet", *extra]
     if model:
         cmd += ["--model", model]
     if runtime:
@@ -137,7 +135,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10, help="input copies for the memory-growth run")
     ap.add_argument("--model", default=None)
     ap.add_argument("--runtime", default=None, help="autolabel's --runtime (default: its own default)")
-    ap.add_argument("--refine", action="store_true", help="autolabel run --refine (the second stage)")
+    ap.add_argument("--no-refine", action="store_true", help="autolabel run --no-refine (one stage; default: two)")
+    ap.add_argument("--no-flip", action="store_true", help="autolabel run --no-flip (one network pass per stage)")
     ap.add_argument("--skip-growth", action="store_true")
     ap.add_argument("--peer", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("inputs", nargs="*", help=argparse.SUPPRESS)
@@ -146,10 +145,11 @@ def main() -> None:
         return dlib_peer(a.inputs, a.peer)
     root = data_root()
     inputs = [root / "photos", root / "300w" / "helen" / "testset"]
-    res: dict = {"inputs": [str(i) for i in inputs], "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "refine": a.refine}
+    extra = [f for f, on in (("--no-refine", a.no_refine), ("--no-flip", a.no_flip)) if on]
+    res: dict = {"inputs": [str(i) for i in inputs], "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "autolabel_args": extra}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        res["autolabel"] = autolabel_run(inputs, tmp / "a.parquet", a.model, a.runtime, a.refine)
+        res["autolabel"] = autolabel_run(inputs, tmp / "a.parquet", a.model, a.runtime, extra)
         res["dlib_1proc"] = peer(inputs, 1)
         res["dlib_2proc"] = peer(inputs, 2)
         if not a.skip_growth:
@@ -160,15 +160,15 @@ def main() -> None:
                     dest = big / f"copy{k}" / r.name / f.relative_to(r)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, dest)
-            res[f"autolabel_x{a.repeat}"] = autolabel_run([big], tmp / "b.parquet", a.model, a.runtime, a.refine)
+            res[f"autolabel_x{a.repeat}"] = autolabel_run([big], tmp / "b.parquet", a.model, a.runtime, extra)
     res["load_after"] = os.getloadavg()[0]
     al, b1, b2 = res["autolabel"], res["dlib_1proc"], res["dlib_2proc"]
-    rows = [("dlib, 1 process", b1), ("dlib, 2 processes", b2), ("autolabel run" + (" --refine" if a.refine else ""), al)]
+    rows = [("dlib, 1 process", b1), ("dlib, 2 processes", b2), (" ".join(["autolabel run", *extra]), al)]
     if f"autolabel_x{a.repeat}" in res:
         rows.append((f"autolabel run x{a.repeat}", res[f"autolabel_x{a.repeat}"]))
-    print(f"{'':22} {'images':>7} {'faces':>6} {'wall s':>7} {'CPU s':>7} {'img/s':>7} {'img/CPU-s':>9} {'peak MB':>8}")
+    print(f"{'':28} {'images':>7} {'faces':>6} {'wall s':>7} {'CPU s':>7} {'img/s':>7} {'img/CPU-s':>9} {'peak MB':>8}")
     for name, r in rows:
-        print(f"{name:22} {r['images']:7d} {r['faces']:6d} {r['seconds']:7.1f} {r['cpu_seconds']:7.1f} {r['images_per_s']:7.2f} "
+        print(f"{name:28} {r['images']:7d} {r['faces']:6d} {r['seconds']:7.1f} {r['cpu_seconds']:7.1f} {r['images_per_s']:7.2f} "
               f"{r['images_per_cpu_s']:9.2f} {r['peak_rss_mb']:8.0f}")
     for name, b in (("1-process", b1), ("2-process", b2)):
         print(f"vs dlib {name}: {al['images_per_s'] / b['images_per_s']:.2f}x wall, {al['images_per_cpu_s'] / b['images_per_cpu_s']:.2f}x "

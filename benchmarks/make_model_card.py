@@ -45,10 +45,11 @@ def onnx_section(model_dir: Path = Path("model"), parity: Path = Path("model/rep
 
 `autolabel run`, `eval`, `audit`, review and `Labeler` use `landmarks.int8.onnx` with onnxruntime
 (`--runtime auto`, the default; no torch is imported), and `landmarks.stage2.int8.onnx` for `--refine`.
-Each file is `InferenceGraph` (per-crop standardisation, the network, flip averaging) exported by
-`python -m autolabel.training.export_onnx`; each records the model version it came from, and a file
+Each file is `InferenceGraph` (per-crop standardisation and the network, one crop per input) exported by
+`python -m autolabel.training.export_onnx`; the runtime averages the flips (the crop and its mirror image in one call) and adds
+the learned label offset the file records, so one file serves `--no-flip` too. Each records the model version it came from, and a file
 whose version is not its `.pt`'s is refused{'' if fresh else ' (**these are stale: re-export**)'}. int8: onnxruntime static quantization (QDQ, per-channel 7-bit weights,
-uint8 activations, MinMax calibration on 256 training crops, cut as each stage sees them), Conv layers only; the layers whose input
+uint8 activations, MinMax calibration on 256 training crops and their mirror images, cut as each stage sees them), Conv layers only; the layers whose input
 int8 cannot hold are kept in fp32 until int8 agrees with fp32 on held-out crops.
 
 | file | precision | size | SHA-256 | model version | convs kept fp32 |

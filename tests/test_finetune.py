@@ -40,6 +40,17 @@ def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model
     m = load_model(tmp_path / "ft" / "model.pt")
     assert m.model_id == lin.model_version and m.meta["finetune"]["base_model"] == lin.base_model
     assert any(x.version == lin.model_version for x in list_models([tmp_path]))
+    # the shipped model has a second stage: it was finetuned too, beside the new model, and the
+    # new version labels with both (the scores above are of both stages, as `run` uses them)
+    from autolabel.predictor import make_predictor
+    from autolabel.runtimes import stage2_path
+
+    s2 = load_model(tmp_path / "ft" / "model.stage2.pt")
+    assert lin.stage2_base == load_model(stage2_path(shipped_model_path)).model_id
+    assert s2.model_id == lin.stage2_version != lin.stage2_base and s2.meta["recipe"]["crop"] == "aligned"
+    assert s2.meta["recipe"]["aligned_scale"] == lin.stage2_recipe["aligned_scale"] == 1.2
+    assert make_predictor("torch", tmp_path / "ft" / "model.pt").model_id == f"{lin.model_version}+{lin.stage2_version}"
+    assert lin.stage2_version in card
 
 
 def test_decision_refuses_a_worse_model_unless_forced():
@@ -119,7 +130,9 @@ def test_refuses_a_worse_model_unless_forced(tmp_path, shipped_model_path):
         p = read_pts(f.with_suffix(".pts"))
         (d / f.with_suffix(".pts").name).write_text(format_pts(p + 0.15 * (p.max(0) - p.min(0))))
     ref = link_faces(tmp_path / "ref", sorted(HELEN_TEST.glob("*.jpg"))[200:230])
-    lin = finetune(d, tmp_path / "ft", base=shipped_model_path, eval_data=[ref], epochs=4, lr=1e-3, progress=False).lineage
+    # the first stage alone (refine=False): the decision is the same whichever stages are scored
+    lin = finetune(d, tmp_path / "ft", base=shipped_model_path, eval_data=[ref], epochs=4, lr=1e-3, progress=False, refine=False).lineage
+    assert not lin.stage2_version and not (tmp_path / "ft" / "model.unusable.stage2.pt").exists()
     assert not lin.usable and lin.refused_because
     assert (tmp_path / "ft" / "model.unusable.pt").is_file() and not (tmp_path / "ft" / "model.pt").exists()
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["usable"] is False

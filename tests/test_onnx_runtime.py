@@ -64,12 +64,15 @@ def test_int8_matches_torch_on_fixed_faces():
 @needs_export
 @pytest.mark.needs_data
 def test_onnx_run_never_imports_torch(tmp_path):
+    """Neither with flip averaging (the default) nor without (`--no-flip`)."""
     photo = DATA / "300w" / "helen" / "testset"
     files = sorted(photo.glob("*.jpg"))[:3]
     for f in files:
         shutil.copy(f, tmp_path / f.name)
     code = ("import sys; from pathlib import Path; from autolabel.labelling import run; "
             f"s = run([Path({str(tmp_path)!r})], Path({str(tmp_path / 'out.parquet')!r}), runtime='onnx', workers=0, progress=False); "
+            "assert s.faces >= 3, s.text(); "
+            f"s = run([Path({str(tmp_path)!r})], Path({str(tmp_path / 'fast.parquet')!r}), runtime='onnx', workers=0, progress=False, flip=False); "
             "assert s.faces >= 3, s.text(); "
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); assert not bad, bad[:5]; print('ok')")
     p = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -88,7 +91,7 @@ def test_stale_export_is_refused(tmp_path):
 @needs_export
 def test_auto_picks_onnx_when_exported_else_torch(tmp_path):
     assert default_runtime(None) == "onnx"
-    assert default_runtime(None, flip=False) == "torch"  # the exports average flips
+    assert default_runtime(None, flip=False) == "onnx"  # one export serves both: the runtime averages flips
     pt = tmp_path / "m.pt"
     pt.write_bytes(b"")
     assert default_runtime(pt) == "torch"
@@ -97,11 +100,41 @@ def test_auto_picks_onnx_when_exported_else_torch(tmp_path):
 
 
 @needs_export
-def test_no_flip_falls_back_to_torch(capsys):
+@pytest.mark.needs_data
+def test_no_flip_runs_on_the_same_export_without_torch():
+    """The shipped export predicts one crop per input; flip averaging is the runtime's. Without
+    it: one network pass, NaN disagreement, torch's no-flip points."""
     pytest.importorskip("torch")
-    assert make_runtime("onnx", flip=False).name == "torch"
-    assert "--no-flip runs on the torch runtime" in capsys.readouterr().err
-    assert make_runtime("auto", flip=False).name == "torch"
+    crops, _, _ = _faces(8)
+    rt = make_runtime("onnx-fp32", flip=False)
+    assert rt.name == "onnx-fp32"
+    got, dis, scale = rt.predict(crops)
+    ref, _, ref_scale = make_runtime("torch", flip=False).predict(crops)
+    assert np.isnan(dis).all() and np.isfinite(scale).all()
+    assert np.abs(got - ref).max() < 1e-3 and np.abs(scale - ref_scale).max() < 1e-3
+    flipped, fdis, _ = make_runtime("onnx-fp32").predict(crops)
+    assert np.isfinite(fdis).all() and 0.05 < np.abs(flipped - got).mean() < 2  # averaging the mirror moves points a little
+
+
+def test_an_old_export_with_flips_inside_falls_back_to_torch_for_no_flip(tmp_path, capsys):
+    """Exports made before flip averaging moved into the runtime (metadata flip = "1") still
+    load, for flip averaging; --no-flip on them runs on torch, with one line saying why."""
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from autolabel.model import LandmarkModel, build_network, load_model
+    from autolabel.training.export_onnx import export_fp32
+
+    pt = tmp_path / "m.pt"
+    LandmarkModel(build_network("resnet18-1ch-hm"), 128, {}).save(pt)
+    export_fp32(load_model(pt), exported_path(pt, "fp32"))
+    m = onnx.load(str(exported_path(pt, "fp32")))
+    for e in m.metadata_props:
+        if e.key == "flip":
+            e.value = "1"
+    exported_path(pt, "fp32").write_bytes(m.SerializeToString())
+    assert make_runtime("onnx-fp32", pt).name == "onnx-fp32"
+    assert make_runtime("onnx-fp32", pt, flip=False).name == "torch"
+    assert "old export that averages flips inside its graph" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", ["resnet18-1ch-136", "resnet18-1ch-hm"])
@@ -128,6 +161,7 @@ def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
     assert rt.name == "onnx-fp32" and rt.model_id == load_model(pt).model_id
     got, dis, scale = rt.predict(crops)
     assert np.abs(got - ref).max() < 1e-3 and np.abs(dis - ref_dis).max() < 1e-3
+    assert np.abs(make_runtime("onnx-fp32", pt, flip=False).predict(crops)[0] - make_runtime("torch", pt, flip=False).predict(crops)[0]).max() < 1e-3
     if arch == "resnet18-1ch-hm":  # the per-point error scale travels through the export
         assert np.isfinite(scale).all() and (scale > 0).all() and np.abs(scale - ref_scale).max() < 1e-3
     else:
@@ -146,7 +180,6 @@ def test_without_torch_labelling_works_and_training_names_the_extra(tmp_path):
     assert p.returncode == 0 and "shipped" in p.stdout, p.stderr[-2000:]
     for argv, what in [(["train", "--recipe", "model/recipe.toml"], "train needs PyTorch"),
                        (["finetune", "--from", str(tmp_path)], "finetune needs PyTorch"),
-                       (["run", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--no-flip"], "--no-flip needs the torch runtime"),
                        (["run", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--runtime", "torch"], "torch runtime needs PyTorch")]:
         p = _without_torch(*argv)
         err = p.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ from autolabel.markup import MIRROR
 from autolabel.model import LandmarkModel, build_network, load_model, predict_crops, to_norm
 from autolabel.training import loop
 from autolabel.training.loop import TrainConfig, fit
-from autolabel.types import ModelError
+from autolabel.types import ModelError, UsageError
 
 from helpers import HELEN_TEST
 
@@ -135,3 +135,44 @@ def test_flip_confidence_is_zero_for_a_symmetric_net():
     pts, dis, _ = predict_crops(net, torch.zeros(2, 128, 128, dtype=torch.uint8))
     np.testing.assert_allclose(pts[0], sym, atol=1e-4)
     assert np.abs(dis).max() < 1e-4
+
+
+def test_adaptive_wing_is_continuous_smooth_at_zero_and_linear_beyond_theta():
+    crit = loop.AdaptiveWingLoss()
+    px = 1 / 128
+    d = torch.tensor([0.0, 0.5, 1.0, 3.999, 4.001, 8.0, 20.0]) * px
+    v = torch.stack([crit(x.view(1), torch.zeros(1)) for x in d])
+    assert v[0] == 0 and bool((v[1:] > v[:-1]).all())  # zero at zero, rising
+    assert abs(float(v[3] - v[4])) < 1e-4  # continuous at theta = 4 px
+    slope = float((v[6] - v[5]) / (d[6] - d[5]))
+    assert abs(slope - crit.a) < 1e-3 * crit.a  # linear beyond theta, with the slope that meets the log part
+    # quadratic-like near zero (exponent 2.1): half the error, about a quarter of the loss
+    assert 0.2 < float(v[1] / v[2]) < 0.3
+
+
+def test_recipe_keys_of_the_ablation_levers(tmp_path):
+    r = tmp_path / "r.toml"
+    r.write_text('loss = "awing"\npose_balance = 0.5\n')
+    cfg = TrainConfig.from_toml(r)
+    assert cfg.loss == "awing" and cfg.pose_balance == 0.5 and isinstance(loop.loss_fn(cfg.loss), loop.AdaptiveWingLoss)
+    r.write_text("pose_balance = 2.0\n")
+    with pytest.raises(UsageError, match=r"pose_balance = 2.0 is out of range \[0.0, 1.0\]"):
+        TrainConfig.from_toml(r)
+
+
+def test_pose_weights_balance_head_turn_bins():
+    rng = np.random.default_rng(0)
+    base = np.tile(np.linspace(0, 100, 68)[:, None], (1, 2)).astype(np.float64)
+    faces = []
+    for turn, n in ((0.05, 40), (0.5, 10)):  # 40 near-frontal faces, 10 half-turned ones
+        for _ in range(n):
+            p = base + rng.normal(0, 0.01, base.shape)
+            left, right = 1 + turn, 1 - turn  # nose-to-jaw-end distances in the ratio of the turn
+            p[0], p[16], p[30] = (50 - 40 * left, 50), (50 + 40 * right, 50), (50, 50)
+            faces.append(p)
+    pts = np.stack(faces)
+    assert np.allclose(loop.head_turn(pts)[:40], 0.05, atol=1e-3) and np.allclose(loop.head_turn(pts)[40:], 0.5, atol=1e-3)
+    w = loop.pose_weights(pts, 1.0).numpy()
+    assert np.isclose(w[:40].sum(), w[40:].sum())  # power 1: each bin drawn alike
+    w = loop.pose_weights(pts, 0.5).numpy()
+    assert np.isclose(w[40:].sum() / w[:40].sum(), np.sqrt(10 / 40))  # power 0.5: bins by the square root of their size

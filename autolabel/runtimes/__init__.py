@@ -42,6 +42,10 @@ class Runtime(Protocol):
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
+class FlipBakedIn(UsageError):
+    """An old ONNX export, which averages flips inside its graph, was asked not to."""
+
+
 #: what a torch-free install lacks to train, finetune or run the torch runtime
 TRAIN_EXTRA = "pip install 'autolabel[train]'"
 
@@ -93,9 +97,9 @@ RUNTIME_NAMES = ("auto", *RUNTIMES)
 
 
 def default_runtime(model_path: Path | None = None, flip: bool = True) -> str:
-    """"onnx" when onnxruntime is installed and the model has an int8 export (exports average
-    flips, so only with `flip`), else "torch"."""
-    if flip and importlib.util.find_spec("onnxruntime") is not None and exported_path(model_path).is_file():
+    """"onnx" when onnxruntime is installed and the model has an int8 export, else "torch"
+    (`flip` is kept for callers: an export serves both settings)."""
+    if importlib.util.find_spec("onnxruntime") is not None and exported_path(model_path).is_file():
         return "onnx"
     return "torch"
 
@@ -104,17 +108,20 @@ def make_runtime(name: str = "auto", model_path: Path | None = None, flip: bool 
     """The runtime `name` for the model file `model_path` (default: the shipped weights).
 
     `threads`: CPU threads for inference (None: the engine's default). "auto": `default_runtime`.
-    The ONNX exports average flips: without `flip`, an onnx runtime falls back to torch (one line
-    on stderr when asked for by name), and without torch that is a UsageError naming the extra."""
+    An old ONNX export that averages flips inside its graph cannot run `--no-flip`: it falls
+    back to torch (one line on stderr), and without torch that is a UsageError naming the fix."""
     if name == "auto":
         name = default_runtime(model_path, flip)
-    elif name.startswith("onnx") and not flip and name in RUNTIMES:
-        print(f"autolabel: note: the ONNX exports average flips; --no-flip runs on the torch runtime instead of {name}", file=sys.stderr)
-        name = "torch"
-    if name == "torch" and not flip and not has_torch():
-        raise UsageError(f"--no-flip needs the torch runtime (the ONNX exports average flips), which needs PyTorch: {TRAIN_EXTRA}")
     try:
         factory = RUNTIMES[name]
     except KeyError:
         raise UsageError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIME_NAMES)}") from None
-    return factory(model_path=model_path, flip=flip, threads=threads)
+    try:
+        return factory(model_path=model_path, flip=flip, threads=threads)
+    except UsageError as e:
+        if flip or not isinstance(e, FlipBakedIn):
+            raise
+        if not has_torch():
+            raise UsageError(f"{e}; the torch runtime needs PyTorch: {TRAIN_EXTRA}") from None
+        print(f"autolabel: note: {e}; --no-flip runs on the torch runtime instead of {name}", file=sys.stderr)
+        return _torch(model_path, flip=flip, threads=threads)

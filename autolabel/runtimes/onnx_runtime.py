@@ -4,6 +4,11 @@ so a labelling run starts in a fraction of the time and memory.
 
 The export records the model version (content hash of the `.pt` it came from), input size and
 provenance; a file whose version differs from the `.pt` beside it is refused as stale.
+
+An export predicts one crop per input (`flip` = "runtime" in its metadata): flip averaging and
+the learned label offset happen here (`flip_average`, the numpy twin of `InferenceGraph`'s), so
+one file serves both `--flip` and `--no-flip`. Exports made before (`flip` = "1") averaged
+flips inside the graph; they still load, for flip averaging only.
 """
 
 from __future__ import annotations
@@ -15,14 +20,41 @@ import numpy as np
 import onnxruntime as ort
 
 from autolabel.files import content_hash
-from autolabel.markup import N_POINTS
-from autolabel.types import ModelError, UsageError
+from autolabel.markup import MIRROR, N_POINTS
+from autolabel.runtimes import FlipBakedIn
+from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks-onnx"
 #: crops per session call: without a memory arena, a call's activations are its transient peak
 #: (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the same speed
 #: (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one stage).
 CHUNK = 16
+#: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
+RUNTIME_FLIP = "runtime"
+
+
+def with_mirrors(crops: np.ndarray) -> np.ndarray:
+    """(B, S, S) crops followed by their mirror images: (2B, S, S), one graph input."""
+    return np.ascontiguousarray(np.concatenate([crops, crops[:, :, ::-1]]))
+
+
+def flip_average(points: np.ndarray, scale: np.ndarray, offset: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The graph's outputs on `with_mirrors(crops)` (content points (2B, 68, 2), error scale
+    (2B, 68), crop pixels) -> flip-averaged points with the label offset `offset` (crop pixels)
+    added, per-point disagreement and scale, as `InferenceGraph(flip=True)` computes them."""
+    a, b = np.split(points, 2)
+    b = b[:, MIRROR] * np.array([-1.0, 1.0], np.float32) + np.array([size - 1.0, 0.0], np.float32)  # u -> S-1-u
+    sa, sb = np.split(scale, 2)
+    return (a + b) / 2 + offset, np.linalg.norm(a - b, axis=-1), (sa + sb[:, MIRROR]) / 2
+
+
+def session_predict(session, crops: np.ndarray, flip: bool, offset: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One call of an export's session (flip in the runtime) on crops (B, S, S) uint8: points with
+    the label offset, per-point flip disagreement (NaN without `flip`) and scale, crop pixels."""
+    points, scale = session.run(["points", "point_scale"], {"crops": with_mirrors(crops) if flip else crops})
+    if flip:
+        return flip_average(points, scale, offset, size)
+    return points + offset, np.full(scale.shape, np.nan, np.float32), scale
 
 
 class OnnxRuntime:
@@ -57,9 +89,13 @@ class OnnxRuntime:
         self.precision = props.get("precision", "fp32")
         self.name = "onnx" if self.precision == "int8" else "onnx-fp32"  # its `make_runtime` name
         self.meta = json.loads(props.get("meta", "{}"))
-        if props.get("flip") != ("1" if flip else "0"):
-            raise UsageError(f"{path.name} was exported {'with' if props.get('flip') == '1' else 'without'} flip averaging; "
-                             "use --runtime torch for the other")
+        self.flip = flip
+        self.in_runtime = props.get("flip") == RUNTIME_FLIP
+        self.offset = np.asarray(json.loads(props.get("label_offset", "[0, 0]")), np.float32) * self.input_size
+        if not self.in_runtime and props.get("flip") != ("1" if flip else "0"):
+            inside = "averages flips inside its graph" if props.get("flip") == "1" else "was exported without flip averaging"
+            raise FlipBakedIn(f"{path.name} is an old export that {inside} "
+                              f"(re-export it: python -m autolabel.training.export_onnx {source or 'MODEL.pt'})")
         if source is not None and Path(source).is_file() and content_hash(Path(source).read_bytes()) != self.model_id:
             raise ModelError(f"{path} is stale: exported from model {self.model_id}, not {Path(source).name}'s "
                              f"{content_hash(Path(source).read_bytes())} (re-export: python -m autolabel.training.export_onnx {source})")
@@ -68,8 +104,12 @@ class OnnxRuntime:
         if len(crops) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
-        parts = [self.session.run(None, {"crops": crops[i : i + CHUNK]}) for i in range(0, len(crops), CHUNK)]
-        out = [np.concatenate(o) for o in zip(*parts)]
+        parts = [self._call(crops[i : i + CHUNK]) for i in range(0, len(crops), CHUNK)]
+        return tuple(np.concatenate(o).astype(np.float32, copy=False) for o in zip(*parts))
+
+    def _call(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.in_runtime:
+            return session_predict(self.session, crops, self.flip, self.offset, self.input_size)
+        out = self.session.run(None, {"crops": crops})
         # an export made before the error-scale output has two outputs: its scale is unknown
-        scale = out[2] if len(out) > 2 else np.full(out[1].shape, np.nan, np.float32)
-        return out[0].astype(np.float32, copy=False), out[1].astype(np.float32, copy=False), scale.astype(np.float32, copy=False)
+        return out[0], out[1], out[2] if len(out) > 2 else np.full(out[1].shape, np.nan, np.float32)

@@ -2,8 +2,12 @@
 
     python -m autolabel.training.export_onnx model/landmarks.pt            # writes model/landmarks.{fp32,int8}.onnx
 
-What is exported is the model's own `InferenceGraph` (normalisation, network, flip averaging),
-traced from whatever network the model file builds, so a new architecture exports unchanged.
+What is exported is the model's own `InferenceGraph` (normalisation and network), traced from
+whatever network the model file builds, so a new architecture exports unchanged. The graph
+predicts one crop per input: flip averaging and the learned label offset (recorded in the
+file's metadata) are the runtime's (`runtimes.onnx_runtime.flip_average`), so one file serves
+`--flip` and `--no-flip`. Calibration and the parity check see the crops and their mirror
+images, as a flip-averaging run feeds them.
 Run it whenever the weights change: shipping a model (then `benchmarks/make_model_card.py`
 records the hashes) and at the end of `finetune`. The runtime refuses an export whose recorded
 model version differs from the `.pt` beside it.
@@ -37,6 +41,7 @@ from autolabel.images import load_image
 from autolabel.metrics import interocular
 from autolabel.model import InferenceGraph, LandmarkModel, load_model
 from autolabel.predictor import aligned_scale_of, crop_faces
+from autolabel.runtimes.onnx_runtime import CHUNK, RUNTIME_FLIP, session_predict, with_mirrors
 from autolabel.types import ModelError
 
 #: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
@@ -66,22 +71,25 @@ def onnx_paths(model_path: Path) -> dict[str, Path]:
     return {p: exported_path(model_path, p) for p in ("fp32", "int8")}
 
 
-def _metadata(model: LandmarkModel, precision: str, flip: bool) -> dict[str, str]:
+def _metadata(model: LandmarkModel, precision: str) -> dict[str, str]:
+    offset = getattr(model.net, "label_offset", None)
     return {"format": "autolabel-landmarks-onnx", "model_id": model.model_id, "input_size": str(model.input_size),
-            "precision": precision, "flip": "1" if flip else "0", "meta": json.dumps(model.meta, default=str)}
+            "precision": precision, "flip": RUNTIME_FLIP, "meta": json.dumps(model.meta, default=str),
+            "label_offset": json.dumps([0.0, 0.0] if offset is None else [float(v) for v in offset.detach()])}
 
 
-def export_fp32(model: LandmarkModel, path: Path, flip: bool = True) -> None:
+def export_fp32(model: LandmarkModel, path: Path) -> None:
+    """The fp32 export: `InferenceGraph` without flip and label offset (module docstring)."""
     import onnx
 
-    graph = InferenceGraph(model.net, flip).eval()
+    graph = InferenceGraph(model.net, flip=False, offset=False).eval()
     x = torch.zeros((2, model.input_size, model.input_size), dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "m.onnx"
         torch.onnx.export(graph, (x,), str(f), dynamo=False, opset_version=OPSET, input_names=["crops"],
                           output_names=list(OUTPUTS), dynamic_axes={"crops": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}})
         m = onnx.load(str(f))
-    _set_metadata(m, _metadata(model, "fp32", flip))
+    _set_metadata(m, _metadata(model, "fp32"))
     atomic_write_bytes(path, m.SerializeToString())
 
 
@@ -118,8 +126,12 @@ def _session(model_bytes_or_path, threads: int = 0):
     return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
 
 
-def _run(session, crops: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate([session.run(["points"], {"crops": crops[i : i + batch]})[0] for i in range(0, len(crops), batch)])
+def _run(model_bytes_or_path, crops: np.ndarray, meta: dict[str, str]) -> np.ndarray:
+    """Flip-averaged points of an export (path or bytes; `meta`: its metadata) on `crops`, as
+    `autolabel run` gets them."""
+    session, size = _session(model_bytes_or_path), int(meta["input_size"])
+    offset = np.asarray(json.loads(meta["label_offset"]), np.float32) * size
+    return np.concatenate([session_predict(session, crops[i : i + CHUNK], True, offset, size)[0] for i in range(0, len(crops), CHUNK)])
 
 
 def sensitivity(fp32_path: Path, crops: np.ndarray) -> dict[str, float]:
@@ -134,7 +146,7 @@ def sensitivity(fp32_path: Path, crops: np.ndarray) -> dict[str, float]:
     s = _session(m.SerializeToString())
     acc = {t: [np.inf, -np.inf, 0.0, 0] for t in names}  # min, max, sum |x|, count per input tensor
     for i in range(0, len(crops), 32):
-        for t, a in zip(names, s.run(names, {"crops": crops[i : i + 32]})):
+        for t, a in zip(names, s.run(names, {"crops": with_mirrors(crops[i : i + 32])})):
             r = acc[t]
             r[0], r[1], r[2], r[3] = min(r[0], a.min()), max(r[1], a.max()), r[2] + np.abs(a).sum(), r[3] + a.size
     step = {t: (hi - min(lo, 0.0)) / 255 / max(tot / cnt, 1e-12) for t, (lo, hi, tot, cnt) in acc.items()}
@@ -148,12 +160,13 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quantize(fp32_path: Path, out: Path, calib: np.ndarray, exclude: Sequence[str] = ()) -> None:
     """The int8 recipe (module docstring) applied once: `fp32_path` calibrated on the crops
-    `calib` (N, S, S) uint8, the Conv nodes named in `exclude` left in fp32, written to `out`."""
+    `calib` (N, S, S) uint8 and their mirror images, the Conv nodes named in `exclude` left in
+    fp32, written to `out`."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter([{"crops": calib[i : i + 32]} for i in range(0, len(calib), 32)])
+            self.it = iter([{"crops": with_mirrors(calib[i : i + 32])} for i in range(0, len(calib), 32)])
 
         def get_next(self):
             return next(self.it, None)
@@ -166,9 +179,9 @@ def quantize(fp32_path: Path, out: Path, calib: np.ndarray, exclude: Sequence[st
 def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarray, log=print) -> Export:
     import onnx
 
-    ref = _run(_session(str(fp32_path)), check)
-    sens = sensitivity(fp32_path, calib)
     meta = {e.key: e.value for e in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+    ref = _run(str(fp32_path), check, meta)
+    sens = sensitivity(fp32_path, calib)
     tried = set()
     for th in THRESHOLDS:
         keep = tuple(sorted(n for n, v in sens.items() if v > th))
@@ -179,7 +192,7 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarr
             q = Path(tmp) / "q.onnx"
             quantize(fp32_path, q, calib, keep)
             m = onnx.load(str(q))
-        dis = disagreement(_run(_session(m.SerializeToString()), check), ref)
+        dis = disagreement(_run(m.SerializeToString(), check, meta), ref)
         d = float(dis.mean())
         log(f"int8 with {len(keep)} of {len(sens)} conv layers in fp32: disagreement with fp32 {d:.4f}, worst face {dis.max():.4f} "
             f"(bounds {PARITY_BOUND}, {PARITY_BOUND_FACE})")
@@ -191,7 +204,7 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarr
     raise ModelError("int8 export never agreed with fp32")  # unreachable: the last threshold keeps every conv in fp32
 
 
-def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample], flip: bool = True, log=print) -> list[Export]:
+def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample], log=print) -> list[Export]:
     """Write `<stem>.fp32.onnx` and `<stem>.int8.onnx` beside `model_path`; returns what was
     written. `calibration`: 300-W folders or samples to calibrate int8 on (the training faces);
     2/3 of the crops (at most 256) calibrate, the rest check int8 against fp32."""
@@ -199,7 +212,7 @@ def export_onnx(model_path: Path, calibration: Sequence[Path] | Sequence[Sample]
     model = load_model(model_path)
     paths = onnx_paths(model_path)
     t = time.time()
-    export_fp32(model, paths["fp32"], flip)
+    export_fp32(model, paths["fp32"])
     fp32 = Export(paths["fp32"], "fp32", hashlib.sha256(paths["fp32"].read_bytes()).hexdigest())
     crops = calibration_crops(calibration, model.input_size, n=384, aligned_scale=aligned_scale_of(model.meta))
     if len(crops) < 3:

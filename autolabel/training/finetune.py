@@ -6,9 +6,15 @@ corrected; rejected and skipped are left out), mixed 1:1 with replayed original 
 so the model keeps what it knew. A deterministic share of the corrections is held out to judge
 the result.
 
+A base model with a trained second stage beside it (`X.stage2.pt`, what `run` refines with by
+default) has both stages finetuned on the same faces: the second on the crops their labels
+place (its own recipe's aligned crop and jitter), so the corrections reach the final labels and
+the new version keeps the two-stage pipeline (`model.pt` + `model.stage2.pt`). Both are scored
+before and after as `run` uses them.
+
 `finetune()` runs named stages, each a short function below: configure, load corrections,
-split, detect, pick replay, canvases, score before, fit, score after, decide, record lineage,
-save, card.
+split, detect, pick replay, canvases, score before, fit (each stage), score after, decide,
+record lineage, save, card.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from autolabel.images import image_beside, load_image
 from autolabel.markup import N_POINTS
 from autolabel.metrics import nme
 from autolabel.model import LandmarkModel, load_model
-from autolabel.predictor import Predictor
+from autolabel.predictor import Predictor, aligned_scale_of
+from autolabel.runtimes import stage2_path
 from autolabel.runtimes.torch_runtime import TorchRuntime
 from autolabel.training.augment import AugmentConfig
 from autolabel.training.checkpoints import load_best
@@ -58,6 +65,16 @@ def configure(base: LandmarkModel, epochs: int, lr: float, augment: AugmentConfi
     return dataclasses.replace(cfg, input_size=base.input_size, context=base_cfg.get("context", cfg.context), epochs=epochs, lr=lr,
                                loss=base_cfg.get("loss", cfg.loss), batch_size=min(cfg.batch_size, 32), patience=epochs + 1,
                                augment=augment or FINETUNE_AUGMENT)
+
+
+def configure_stage2(stage2: LandmarkModel, first: TrainConfig) -> TrainConfig:
+    """The recipe for finetuning a second stage beside `first`'s: the same schedule, its own
+    aligned crop (scale) and its own recipe's jitter, which stands in for the first stage's
+    errors (a corrected face's first-stage error is no smaller than a training face's)."""
+    recipe = stage2.meta.get("recipe", {})
+    aug = {k: v for k, v in recipe.get("augment", {}).items() if k in AugmentConfig.__dataclass_fields__}
+    return dataclasses.replace(first, input_size=stage2.input_size, context=recipe.get("context", first.context), crop="aligned",
+                               aligned_scale=aligned_scale_of(stage2.meta), augment=AugmentConfig(**aug) if aug else first.augment)
 
 
 # ------------------------------------------------------------------------------ load
@@ -227,9 +244,16 @@ def nme_on(predictor: Predictor, samples: list[Sample]) -> np.ndarray:
     return nme(predict_samples(predictor, samples, boxes), np.stack([s.points for s in samples]))
 
 
-def score(model: LandmarkModel, sets: dict[str, list[Sample]]) -> dict[str, float]:
-    """Mean NME of `model` on each non-empty face set."""
-    predictor = Predictor(TorchRuntime(model))
+def pipeline(model: LandmarkModel, stage2: LandmarkModel | None) -> Predictor:
+    """How `run` uses a model version: with its second stage when it has one (torch runtime)."""
+    if stage2 is None:
+        return Predictor(TorchRuntime(model))
+    return Predictor(TorchRuntime(model), refine=True, stage2=TorchRuntime(stage2))
+
+
+def score(model: LandmarkModel, sets: dict[str, list[Sample]], stage2: LandmarkModel | None = None) -> dict[str, float]:
+    """Mean NME of `model` (followed by `stage2`, when given) on each non-empty face set."""
+    predictor = pipeline(model, stage2)
     return {name: float(nme_on(predictor, s).mean()) for name, s in sets.items() if s}
 
 
@@ -244,12 +268,16 @@ def decide(before: dict[str, float], after: dict[str, float], force: bool) -> De
 
 
 # ------------------------------------------------------------------------------ save
-def save(model: LandmarkModel, out: Path, lineage: Lineage) -> Lineage:
-    """Write the model (as `model.unusable.pt` when refused), `finetune.json` and the card."""
+def save(model: LandmarkModel, out: Path, lineage: Lineage, stage2: LandmarkModel | None = None) -> Lineage:
+    """Write the model (as `model.unusable.pt` when refused) and its second stage beside it
+    (`runtimes.stage2_path`: `model.stage2.pt`), `finetune.json` and the card."""
     # the file cannot hold its own hash: version and path live in finetune.json only
-    own = {k: v for k, v in lineage.to_dict().items() if k not in ("model_version", "model_path")}
-    model.meta = {"finetune": own, "recipe": lineage.recipe}
+    own = {k: v for k, v in lineage.to_dict().items() if k not in ("model_version", "model_path", "stage2_version")}
     path = out / ("model.pt" if lineage.usable else "model.unusable.pt")
+    if stage2 is not None:  # first, so a model.pt on disk always has its second stage beside it
+        stage2.meta = {"finetune": own, "recipe": lineage.stage2_recipe}
+        lineage = dataclasses.replace(lineage, stage2_version=stage2.save(stage2_path(path)))
+    model.meta = {"finetune": own, "recipe": lineage.recipe}
     lineage = dataclasses.replace(lineage, model_version=model.save(path), model_path=str(path))
     atomic_write_text(out / LINEAGE, json.dumps(lineage.to_dict(), indent=1))
     atomic_write_text(out / "README.md", card(lineage))
@@ -272,9 +300,12 @@ def finetune(
     command: str = "",
     progress: bool = True,
     export_onnx: bool = False,
+    refine: bool = True,
 ) -> FinetuneResult:
     """Finetune `base` (default: the shipped model) on the corrections in `source` into `out`.
 
+    `refine`: when `base` has a second stage beside it, finetune that too (module docstring);
+    False: the first stage only (the new version then refines by re-cropping with itself).
     `export_onnx`: also write the new model's ONNX exports beside it (`<stem>.fp32.onnx`,
     `<stem>.int8.onnx`, int8 calibrated on the faces it was trained on) for the fast runtime;
     the CLI does, by default."""
@@ -283,7 +314,10 @@ def finetune(
     if (out / "model.pt").exists() or (out / "model.unusable.pt").exists():
         raise UsageError(f"{out} already holds a model version; choose a new --out")
     base_model = load_model(base)
+    base_stage2 = stage2_path(base)
+    stage2_model = load_model(base_stage2) if refine and base_stage2.is_file() else None
     cfg = configure(base_model, epochs, lr, augment)
+    cfg2 = configure_stage2(stage2_model, cfg) if stage2_model is not None else None
     data = load_corrections(source)
     tr_idx, ho_idx = split(data.keys, holdout)
     det = make_detector("hog")
@@ -295,13 +329,23 @@ def finetune(
     train_c = training_canvases(train_s, replay_s, cfg, repeat, progress)
     ref_s = detect_boxes(find_samples(*eval_data), det, cache, progress=False) if eval_data else []
     sets = {"holdout": hold_s, "train_corrections": train_s, "reference": ref_s}
-    before = score(base_model, sets)
+    before = score(base_model, sets, stage2_model)
 
     res = fit(cfg, train_c, None, work, init=base_model.net, resume=True, progress=progress, meta={"finetune_of": base_model.model_id})
     if res.interrupted:
         return FinetuneResult(out, interrupted=True)
     new = LandmarkModel(load_best(work)[0], base_model.input_size, {})
-    after = score(new, sets)
+    new_stage2 = None
+    if cfg2 is not None:
+        if (cfg2.input_size, cfg2.context) != (cfg.input_size, cfg.context):
+            train_c = training_canvases(train_s, replay_s, cfg2, repeat, progress)
+        res = fit(cfg2, train_c, None, work / "stage2", init=stage2_model.net, resume=True, progress=progress,
+                  meta={"finetune_of": stage2_model.model_id})
+        if res.interrupted:
+            return FinetuneResult(out, interrupted=True)
+        # its recipe (crop = "aligned") marks it a second stage; `save` adds the lineage
+        new_stage2 = LandmarkModel(load_best(work / "stage2")[0], stage2_model.input_size, {"recipe": cfg2.to_dict()})
+    after = score(new, sets, new_stage2)
 
     verdict = decide(before, after, force)
     lineage = Lineage(
@@ -309,12 +353,14 @@ def finetune(
         corrections_used=len(train_s), corrections_held_out=len(hold_s), replay_faces=len(replay_s), repeat=repeat,
         skipped=data.skipped, epochs=epochs, lr=lr, before=before, after=after, usable=verdict.usable, forced=verdict.forced,
         refused_because=verdict.refused_because, command=command, seconds=time.time() - t0,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), recipe=cfg.to_dict())
-    lineage = save(new, out, lineage)
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), recipe=cfg.to_dict(),
+        stage2_base=stage2_model.model_id if stage2_model is not None else "", stage2_recipe=cfg2.to_dict() if cfg2 is not None else {})
+    lineage = save(new, out, lineage, new_stage2)
     if export_onnx:
         from autolabel.training.export_onnx import export_onnx as export
 
-        export(Path(lineage.model_path), train_s + replay_s, log=print if progress else lambda *_: None)
+        for path in [Path(lineage.model_path)] + ([stage2_path(lineage.model_path)] if new_stage2 is not None else []):
+            export(path, train_s + replay_s, log=print if progress else lambda *_: None)
     return FinetuneResult(out, lineage=lineage)
 
 
@@ -334,6 +380,8 @@ def card(lin: Lineage) -> str:
     return f"""# Finetuned model {lin.model_version} ({verdict})
 
 - base model: `{lin.base_model}` ({lin.base_path})
+- second stage: {f"`{lin.stage2_version}` (`model.stage2.pt`), finetuned from `{lin.stage2_base}`" if lin.stage2_version
+                 else "none (refines by re-cropping with itself)"}; the scores below are of the whole pipeline
 - corrections: {lin.source} ({lin.source_kind}): {lin.corrections_used} used, {lin.corrections_held_out} held out,
   skipped: {json.dumps(lin.skipped)}
 - replayed original faces: {lin.replay_faces}

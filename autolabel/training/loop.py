@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    loss: str = "l1"  # l1 | mse | wing | smooth_l1
+    loss: str = "l1"  # l1 | mse | wing | awing | smooth_l1
     patience: int = 20  # early stopping: epochs without a better validation NME
     ema: float = 0.0  # > 0: validate and ship an exponential moving average of the weights (decay per step)
     seed: int = 0
@@ -51,6 +51,7 @@ class TrainConfig:
     init: str = ""  # non-empty: the recipe continues from other weights (this names them); `train` refuses to start without --init
     crop: str = "box"  # box: crops around the detector box | aligned: placed by the labels, eye line level (a second stage)
     aligned_scale: float = 1.5  # aligned crops: crop side / side of the points' detector-like box (box crops: geometry.CROP_SCALE)
+    pose_balance: float = 0.0  # > 0: draw faces with weight (faces in their head-turn bin) ** -pose_balance (1 = every bin alike)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
@@ -76,7 +77,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-LOSSES = ("l1", "mse", "wing", "smooth_l1")
+LOSSES = ("l1", "mse", "wing", "awing", "smooth_l1")
 CROPS = ("box", "aligned")
 #: what a recipe may say, beyond its types: name -> (lowest, highest) (None: unbounded), or the choices.
 LIMITS: dict[str, tuple] = {
@@ -84,7 +85,7 @@ LIMITS: dict[str, tuple] = {
     "weight_decay": (0.0, 1.0), "patience": (1, None), "ema": (0.0, 0.999999), "seed": (0, None), "threads": (1, None),
     "loss": LOSSES, "rotation_deg": (0.0, 180.0), "scale": (0.0, 0.9), "shift": (0.0, 1.0), "flip": (0.0, 1.0),
     "brightness": (0.0, 1.0), "contrast": (0.0, 1.0), "val_fraction": (0.0, 0.9), "sigma_weight": (0.0, None),
-    "crop": CROPS, "aligned_scale": (1.0, 3.0),
+    "crop": CROPS, "aligned_scale": (1.0, 3.0), "pose_balance": (0.0, 1.0),
 }
 
 
@@ -126,6 +127,8 @@ def loss_fn(name: str):
         return nn.SmoothL1Loss(beta=0.01)
     if name == "wing":
         return WingLoss()
+    if name == "awing":
+        return AdaptiveWingLoss()
     raise ValueError(f"unknown loss {name!r} ({', '.join(LOSSES)})")
 
 
@@ -140,6 +143,40 @@ class WingLoss(nn.Module):
     def forward(self, pred, target):
         d = (pred - target).abs()
         return torch.where(d < self.w, self.w * torch.log(1 + d / self.eps), d - self.c).mean()
+
+
+class AdaptiveWingLoss(nn.Module):
+    """Adaptive Wing loss (Wang et al. 2019) on coordinates: its heatmap form with the target
+    term of the exponent fixed (alpha - y = alpha), so the loss is quadratic-like near zero, log
+    (Wing-like) for medium errors and linear beyond theta; w, eps, theta in normalised units
+    (10, 2 and 4 px at 128 px, Wing's scale here), A and C make it continuous with its slope."""
+
+    def __init__(self, w: float = 10 / 128, eps: float = 2 / 128, theta: float = 4 / 128, alpha: float = 2.1):
+        super().__init__()
+        self.w, self.eps, self.theta, self.alpha = w, eps, theta, alpha
+        r = theta / eps
+        self.a = w * alpha * r ** (alpha - 1) / (1 + r**alpha) / eps
+        self.c = theta * self.a - w * math.log(1 + r**alpha)
+
+    def forward(self, pred, target):
+        d = (pred - target).abs()
+        small = self.w * torch.log(1 + (d.clamp(max=self.theta) / self.eps) ** self.alpha)
+        return torch.where(d < self.theta, small, self.a * d - self.c).mean()
+
+
+def head_turn(points: np.ndarray) -> np.ndarray:
+    """Per face, how far the head is turned, from its 68 points: |left - right| / (left + right)
+    of the nose tip's distances to the two jaw ends (0 frontal, towards 1 profile)."""
+    left = np.linalg.norm(points[:, 30] - points[:, 0], axis=-1)
+    right = np.linalg.norm(points[:, 16] - points[:, 30], axis=-1)
+    return np.abs(left - right) / np.maximum(left + right, 1e-6)
+
+
+def pose_weights(points: np.ndarray, power: float, bins: int = 5) -> torch.Tensor:
+    """Sampling weight per face: (faces in its head-turn bin) ** -power, bins equal in width over [0, 1]."""
+    b = np.minimum((head_turn(points) * bins).astype(int), bins - 1)
+    counts = np.bincount(b, minlength=bins)
+    return torch.from_numpy(counts[b].astype(np.float64) ** -power)
 
 
 def evaluate_canvases(net: nn.Module, val: Canvases, flip: bool = False, batch: int = 64, aligned: bool = False,
@@ -223,6 +260,7 @@ def fit(
 
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.points)
     aligned = cfg.crop == "aligned"
+    weights = pose_weights(train.points, cfg.pose_balance) if cfg.pose_balance else None
     stale = 0 if not hist["val_nme"] else len(hist["val_nme"]) - 1 - int(np.argmin(hist["val_nme"]))
     # one bar for the whole run, so its ETA is the run's
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=st.epoch * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
@@ -230,7 +268,10 @@ def fit(
         for epoch in range(st.epoch, cfg.epochs):
             t0 = time.time()
             net.train()
-            perm = torch.randperm(len(train), generator=st.rng)
+            if weights is None:
+                perm = torch.randperm(len(train), generator=st.rng)
+            else:  # as many draws as faces, with replacement, rarer head turns more often
+                perm = torch.multinomial(weights, len(train), replacement=True, generator=st.rng)
             losses = []
             bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
             for step in range(steps_per_epoch):
