@@ -71,7 +71,7 @@ def run(
     workers: Workers = None,
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
-    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging: half the network passes; confidence from the predicted error scale alone")] = False,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging: half the network passes; a v2 model scores confidence from its predicted error scale alone")] = False,
     refine: Refine = True,
     quiet: Quiet = False,
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",

@@ -166,9 +166,9 @@ def main() -> None:
     rows = [("dlib, 1 process", b1), ("dlib, 2 processes", b2), (" ".join(["autolabel run", *extra]), al)]
     if f"autolabel_x{a.repeat}" in res:
         rows.append((f"autolabel run x{a.repeat}", res[f"autolabel_x{a.repeat}"]))
-    print(f"{'':28} {'images':>7} {'faces':>6} {'wall s':>7} {'CPU s':>7} {'img/s':>7} {'img/CPU-s':>9} {'peak MB':>8}")
+    print(f"{'':36} {'images':>7} {'faces':>6} {'wall s':>7} {'CPU s':>7} {'img/s':>7} {'img/CPU-s':>9} {'peak MB':>8}")
     for name, r in rows:
-        print(f"{name:28} {r['images']:7d} {r['faces']:6d} {r['seconds']:7.1f} {r['cpu_seconds']:7.1f} {r['images_per_s']:7.2f} "
+        print(f"{name:36} {r['images']:7d} {r['faces']:6d} {r['seconds']:7.1f} {r['cpu_seconds']:7.1f} {r['images_per_s']:7.2f} "
               f"{r['images_per_cpu_s']:9.2f} {r['peak_rss_mb']:8.0f}")
     for name, b in (("1-process", b1), ("2-process", b2)):
         print(f"vs dlib {name}: {al['images_per_s'] / b['images_per_s']:.2f}x wall, {al['images_per_cpu_s'] / b['images_per_cpu_s']:.2f}x "

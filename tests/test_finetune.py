@@ -136,3 +136,33 @@ def test_refuses_a_worse_model_unless_forced(tmp_path, shipped_model_path):
     assert not lin.usable and lin.refused_because
     assert (tmp_path / "ft" / "model.unusable.pt").is_file() and not (tmp_path / "ft" / "model.pt").exists()
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["usable"] is False
+
+
+def test_a_refused_two_stage_version_is_written_as_unusable_with_its_second_stage(tmp_path):
+    """`save` of a refused version with a second stage: model.unusable.pt and
+    model.unusable.stage2.pt (never model.pt beside a second stage), the stage's recipe kept,
+    both versions in the lineage and the card; a later one-stage save leaves no stale stage."""
+    import dataclasses
+
+    from autolabel.model import LandmarkModel, build_network, load_model
+    from autolabel.training.finetune import card, save
+    from autolabel.types import Lineage
+
+    lin = Lineage(base_model="b", base_path="shipped", source="s", source_kind="300-W folder", corrections_used=20, corrections_held_out=10,
+                  replay_faces=0, repeat=3, skipped={}, epochs=1, lr=1e-4, before={"holdout": 0.03}, after={"holdout": 0.05}, usable=False,
+                  forced=False, refused_because=("held-out corrections NME rose",), command="", seconds=1.0, created="now",
+                  recipe={"crop": "box"}, stage2_base="s2", stage2_recipe={"crop": "aligned", "aligned_scale": 1.2})
+    net = lambda: LandmarkModel(build_network("resnet18-1ch-hm"), 128, {})  # noqa: E731
+    out = tmp_path / "ft"
+    out.mkdir()
+    got = save(net(), out, lin, net())
+    assert (out / "model.unusable.pt").is_file() and (out / "model.unusable.stage2.pt").is_file()
+    assert not (out / "model.pt").exists() and not (out / "model.stage2.pt").exists()
+    s2 = load_model(out / "model.unusable.stage2.pt")
+    assert s2.model_id == got.stage2_version and s2.meta["recipe"]["aligned_scale"] == 1.2 and s2.meta["finetune"]["stage2_base"] == "s2"
+    assert json.loads((out / "finetune.json").read_text())["stage2_version"] == got.stage2_version
+    assert "`model.unusable.stage2.pt`" in card(got) and "both stages" in card(got)
+    # the same folder saved again as a one-stage version: the second stage beside it goes
+    again = save(net(), out, dataclasses.replace(lin, stage2_base="", stage2_recipe={}))
+    assert not again.stage2_version and not (out / "model.unusable.stage2.pt").exists()
+    assert "one pass" in card(again)

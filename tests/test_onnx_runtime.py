@@ -135,6 +135,11 @@ def test_an_old_export_with_flips_inside_falls_back_to_torch_for_no_flip(tmp_pat
     assert make_runtime("onnx-fp32", pt).name == "onnx-fp32"
     assert make_runtime("onnx-fp32", pt, flip=False).name == "torch"
     assert "old export that averages flips inside its graph" in capsys.readouterr().err
+    # without torch: one line saying what to do
+    shutil.copy(exported_path(pt, "fp32"), exported_path(pt, "int8"))
+    p = _without_torch("run", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--model", str(pt), "--no-flip")
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "--no-flip on it needs the torch runtime: drop --no-flip" in err[0], p.stderr[-2000:]
 
 
 @pytest.mark.parametrize("arch", ["resnet18-1ch-136", "resnet18-1ch-hm"])
@@ -155,7 +160,7 @@ def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
     pt = tmp_path / "m.pt"
     LandmarkModel(net, 128, {"note": "random"}).save(pt)
     export_fp32(load_model(pt), exported_path(pt, "fp32"))
-    crops = np.random.default_rng(0).integers(0, 256, (5, 128, 128), dtype=np.uint8)
+    crops = np.random.default_rng(0).integers(0, 256, (20, 128, 128), dtype=np.uint8)  # > CHUNK: two session calls
     ref, ref_dis, ref_scale = make_runtime("torch", pt).predict(crops)
     rt = make_runtime("onnx-fp32", pt)
     assert rt.name == "onnx-fp32" and rt.model_id == load_model(pt).model_id

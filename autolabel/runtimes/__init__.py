@@ -43,7 +43,7 @@ class Runtime(Protocol):
 
 
 class FlipBakedIn(UsageError):
-    """An old ONNX export, which averages flips inside its graph, was asked not to."""
+    """An old ONNX export, whose graph fixes the flip setting, was asked for the other one."""
 
 
 #: what a torch-free install lacks to train, finetune or run the torch runtime
@@ -122,6 +122,6 @@ def make_runtime(name: str = "auto", model_path: Path | None = None, flip: bool 
         if flip or not isinstance(e, FlipBakedIn):
             raise
         if not has_torch():
-            raise UsageError(f"{e}; the torch runtime needs PyTorch: {TRAIN_EXTRA}") from None
+            raise UsageError(f"{e}: --no-flip on it needs the torch runtime: drop --no-flip, or {TRAIN_EXTRA} and re-export") from None
         print(f"autolabel: note: {e}; --no-flip runs on the torch runtime instead of {name}", file=sys.stderr)
         return _torch(model_path, flip=flip, threads=threads)

@@ -17,7 +17,7 @@ activations, MinMax calibrated on training crops): only Conv layers. Per-tensor 
 activations cannot hold a layer whose input is sparse with rare large outliers (in the shipped
 ResNet18, the last stage: range ~130 on a few earrings vs a mean of 0.02), so layers are ranked
 by quantization step / mean |input| and the worst are kept in fp32, fewest first, until int8
-agrees with fp32 on held-out crops (`PARITY_BOUND`). reduce_range (7-bit weights) avoids the
+agrees with fp32 on held-out crops (`PARITY_BOUND`), with flip averaging and without. reduce_range (7-bit weights) avoids the
 int16 saturation of AVX2's u8*s8 dot product, which moved single points by up to 20 px.
 """
 
@@ -45,8 +45,9 @@ from autolabel.runtimes.onnx_runtime import CHUNK, RUNTIME_FLIP, session_predict
 from autolabel.types import ModelError
 
 #: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
-#: NME between the two runtimes) on average, and on the worst face. The shipped model's export
-#: measures 0.004 / 0.035; quantizing its last stage gives 0.07-0.16 / 0.13-0.33.
+#: NME between the two runtimes) on average, and on the worst face. The shipped exports measure
+#: 0.0017 / 0.0036 with flip averaging and 0.0024 / 0.0077 without (second stage: 0.0022 / 0.0052,
+#: 0.0028 / 0.0067); quantizing v1's last stage gave 0.07-0.16 / 0.13-0.33.
 PARITY_BOUND = 0.005
 PARITY_BOUND_FACE = 0.05
 #: exclusion thresholds tried in turn (quantization step / mean |conv input|); inf = none kept in fp32.
@@ -126,12 +127,13 @@ def _session(model_bytes_or_path, threads: int = 0):
     return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
 
 
-def _run(model_bytes_or_path, crops: np.ndarray, meta: dict[str, str]) -> np.ndarray:
-    """Flip-averaged points of an export (path or bytes; `meta`: its metadata) on `crops`, as
-    `autolabel run` gets them."""
+def _run(model_bytes_or_path, crops: np.ndarray, meta: dict[str, str]) -> dict[bool, np.ndarray]:
+    """Points of an export (path or bytes; `meta`: its metadata) on `crops`, as `autolabel run`
+    gets them with flip averaging (True) and without (False, `--no-flip`)."""
     session, size = _session(model_bytes_or_path), int(meta["input_size"])
     offset = np.asarray(json.loads(meta["label_offset"]), np.float32) * size
-    return np.concatenate([session_predict(session, crops[i : i + CHUNK], True, offset, size)[0] for i in range(0, len(crops), CHUNK)])
+    return {flip: np.concatenate([session_predict(session, crops[i : i + CHUNK], flip, offset, size)[0] for i in range(0, len(crops), CHUNK)])
+            for flip in (True, False)}
 
 
 def sensitivity(fp32_path: Path, crops: np.ndarray) -> dict[str, float]:
@@ -192,11 +194,13 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray, check: np.ndarr
             q = Path(tmp) / "q.onnx"
             quantize(fp32_path, q, calib, keep)
             m = onnx.load(str(q))
-        dis = disagreement(_run(m.SerializeToString(), check, meta), ref)
+        got = _run(m.SerializeToString(), check, meta)
+        # the file serves both settings: each must agree (one pass has no mirror to average its noise with)
+        dis, one = disagreement(got[True], ref[True]), disagreement(got[False], ref[False])
         d = float(dis.mean())
-        log(f"int8 with {len(keep)} of {len(sens)} conv layers in fp32: disagreement with fp32 {d:.4f}, worst face {dis.max():.4f} "
-            f"(bounds {PARITY_BOUND}, {PARITY_BOUND_FACE})")
-        if d <= PARITY_BOUND and dis.max() <= PARITY_BOUND_FACE:
+        log(f"int8 with {len(keep)} of {len(sens)} conv layers in fp32: disagreement with fp32 {d:.4f}, worst face {dis.max():.4f}; "
+            f"without flip {one.mean():.4f}, {one.max():.4f} (bounds {PARITY_BOUND}, {PARITY_BOUND_FACE})")
+        if max(d, float(one.mean())) <= PARITY_BOUND and max(dis.max(), one.max()) <= PARITY_BOUND_FACE:
             _set_metadata(m, {**meta, "precision": "int8", "kept_fp32": ",".join(keep)})
             data = m.SerializeToString()
             atomic_write_bytes(out, data)

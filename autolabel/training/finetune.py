@@ -46,7 +46,7 @@ from autolabel.runtimes.torch_runtime import TorchRuntime
 from autolabel.training.augment import AugmentConfig
 from autolabel.training.checkpoints import load_best
 from autolabel.training.loop import TrainConfig, fit
-from autolabel.types import AutolabelError, Box, Decision, FinetuneResult, Lineage, UsageError
+from autolabel.types import AutolabelError, Box, Decision, FinetuneResult, Lineage, ModelError, UsageError
 
 #: a held-out set smaller than this says little; fewer corrections than 2x this are refused.
 MIN_HOLDOUT = 10
@@ -71,10 +71,14 @@ def configure_stage2(stage2: LandmarkModel, first: TrainConfig) -> TrainConfig:
     """The recipe for finetuning a second stage beside `first`'s: the same schedule, its own
     aligned crop (scale) and its own recipe's jitter, which stands in for the first stage's
     errors (a corrected face's first-stage error is no smaller than a training face's)."""
+    scale = aligned_scale_of(stage2.meta)
+    if scale is None:
+        raise ModelError(f"model {stage2.model_id} beside the base was not trained on aligned crops (recipe crop = \"aligned\"): "
+                         "not a second stage (move it away, or finetune with --no-refine)")
     recipe = stage2.meta.get("recipe", {})
     aug = {k: v for k, v in recipe.get("augment", {}).items() if k in AugmentConfig.__dataclass_fields__}
     return dataclasses.replace(first, input_size=stage2.input_size, context=recipe.get("context", first.context), crop="aligned",
-                               aligned_scale=aligned_scale_of(stage2.meta), augment=AugmentConfig(**aug) if aug else first.augment)
+                               aligned_scale=scale, loss=recipe.get("loss", first.loss), augment=AugmentConfig(**aug) if aug else first.augment)
 
 
 # ------------------------------------------------------------------------------ load
@@ -245,7 +249,9 @@ def nme_on(predictor: Predictor, samples: list[Sample]) -> np.ndarray:
 
 
 def pipeline(model: LandmarkModel, stage2: LandmarkModel | None) -> Predictor:
-    """How `run` uses a model version: with its second stage when it has one (torch runtime)."""
+    """The predictor a version is scored with (torch runtime): both stages, as `run` labels with
+    them; without a second stage, one pass (as before two-stage finetuning; `run` would add its
+    re-crop refinement)."""
     if stage2 is None:
         return Predictor(TorchRuntime(model))
     return Predictor(TorchRuntime(model), refine=True, stage2=TorchRuntime(stage2))
@@ -277,6 +283,8 @@ def save(model: LandmarkModel, out: Path, lineage: Lineage, stage2: LandmarkMode
     if stage2 is not None:  # first, so a model.pt on disk always has its second stage beside it
         stage2.meta = {"finetune": own, "recipe": lineage.stage2_recipe}
         lineage = dataclasses.replace(lineage, stage2_version=stage2.save(stage2_path(path)))
+    else:  # a second stage left by an interrupted save of another run must not pair with this model
+        stage2_path(path).unlink(missing_ok=True)
     model.meta = {"finetune": own, "recipe": lineage.recipe}
     lineage = dataclasses.replace(lineage, model_version=model.save(path), model_path=str(path))
     atomic_write_text(out / LINEAGE, json.dumps(lineage.to_dict(), indent=1))
@@ -380,8 +388,9 @@ def card(lin: Lineage) -> str:
     return f"""# Finetuned model {lin.model_version} ({verdict})
 
 - base model: `{lin.base_model}` ({lin.base_path})
-- second stage: {f"`{lin.stage2_version}` (`model.stage2.pt`), finetuned from `{lin.stage2_base}`" if lin.stage2_version
-                 else "none (refines by re-cropping with itself)"}; the scores below are of the whole pipeline
+- second stage: {f"`{lin.stage2_version}` (`{stage2_path(Path(lin.model_path)).name}`), finetuned from `{lin.stage2_base}`; "
+                 "the scores below are of both stages" if lin.stage2_version
+                 else "none (`run` refines by re-cropping with the model itself); the scores below are of one pass"}
 - corrections: {lin.source} ({lin.source_kind}): {lin.corrections_used} used, {lin.corrections_held_out} held out,
   skipped: {json.dumps(lin.skipped)}
 - replayed original faces: {lin.replay_faces}
