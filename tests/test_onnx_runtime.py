@@ -119,19 +119,31 @@ def test_no_flip_runs_on_the_same_export_without_torch():
 def test_an_old_export_with_flips_inside_falls_back_to_torch_for_no_flip(tmp_path, capsys):
     """Exports made before flip averaging moved into the runtime (metadata flip = "1") still
     load, for flip averaging; --no-flip on them runs on torch, with one line saying why."""
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
-    from autolabel.model import LandmarkModel, build_network, load_model
-    from autolabel.training.export_onnx import export_fp32
+    from autolabel.model import InferenceGraph, LandmarkModel, build_network, load_model
+    from autolabel.runtimes.onnx_runtime import FORMAT
+    from autolabel.training.export_onnx import OPSET, OUTPUTS, _set_metadata
 
+    torch.manual_seed(0)
+    net = build_network("resnet18-1ch-hm")
+    with torch.no_grad():
+        net.label_offset.copy_(torch.tensor([0.01, -0.02]))
     pt = tmp_path / "m.pt"
-    LandmarkModel(build_network("resnet18-1ch-hm"), 128, {}).save(pt)
-    export_fp32(load_model(pt), exported_path(pt, "fp32"))
-    m = onnx.load(str(exported_path(pt, "fp32")))
-    for e in m.metadata_props:
-        if e.key == "flip":
-            e.value = "1"
+    LandmarkModel(net, 128, {}).save(pt)
+    model = load_model(pt)
+    # the old export: flip averaging and the label offset inside the graph, metadata flip = "1"
+    f = tmp_path / "old.onnx"
+    torch.onnx.export(InferenceGraph(model.net, flip=True).eval(), (torch.zeros((2, 128, 128), dtype=torch.uint8),), str(f), dynamo=False,
+                      opset_version=OPSET, input_names=["crops"], output_names=list(OUTPUTS),
+                      dynamic_axes={"crops": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}})
+    m = onnx.load(str(f))
+    _set_metadata(m, {"format": FORMAT, "model_id": model.model_id, "input_size": "128", "precision": "fp32", "flip": "1", "meta": "{}"})
     exported_path(pt, "fp32").write_bytes(m.SerializeToString())
+    crops = np.random.default_rng(0).integers(0, 256, (20, 128, 128), dtype=np.uint8)
+    got, dis, scale = make_runtime("onnx-fp32", pt).predict(crops)
+    ref, ref_dis, ref_scale = make_runtime("torch", pt).predict(crops)
+    assert max(np.abs(got - ref).max(), np.abs(dis - ref_dis).max(), np.abs(scale - ref_scale).max()) < 1e-3
     assert make_runtime("onnx-fp32", pt).name == "onnx-fp32"
     assert make_runtime("onnx-fp32", pt, flip=False).name == "torch"
     assert "old export that averages flips inside its graph" in capsys.readouterr().err
