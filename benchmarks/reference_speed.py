@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from autolabel.model import LandmarkModel, build_network, load_model
 from autolabel.runtimes import exported_path
+from autolabel.runtimes.onnx_runtime import with_mirrors
 from autolabel.training.export_onnx import export_fp32, quantize
 
 
@@ -56,7 +57,7 @@ def faces_per_s(path: Path, batch: int, size: int, threads: int, seconds: float 
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).integers(0, 256, (batch, size, size), dtype=np.uint8)
     if flip:
-        x = np.concatenate([x, x[:, :, ::-1]])
+        x = with_mirrors(x)
     s.run(None, {"crops": x})
     n, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds:
