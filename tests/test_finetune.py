@@ -23,16 +23,17 @@ def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model
     faces = sorted(HELEN_TEST.glob("*.jpg"))
     src = link_faces(tmp_path / "corrections", faces[:150])
     aside = link_faces(tmp_path / "aside", faces[150:])
-    # CI's cut of the demonstration (the full one, 15 epochs replaying all 2,012 training faces, is
-    # benchmarks/bench_finetune.py): 8 epochs, replaying afw only, on the shipped v2 model
+    # CI's cut of the demonstration (the full one, 15 epochs replaying all 2,012 training faces and
+    # finetuning both stages, is benchmarks/bench_finetune.py): 8 epochs, replaying afw only, the
+    # first stage (the second stage's finetune is test_a_two_stage_finetune_keeps_both_stages)
     lin = finetune(src, tmp_path / "ft", base=shipped_model_path, replay=[DATA / "300w" / "afw"], eval_data=[aside], epochs=8,
-                   progress=False).lineage
+                   progress=False, refine=False).lineage
     b, a = lin.before, lin.after
     assert lin.corrections_used + lin.corrections_held_out == 150 and lin.corrections_held_out == 30
     assert a["train_corrections"] < 0.85 * b["train_corrections"], (b, a)  # the faces used: much better
     assert a["holdout"] < b["holdout"], (b, a)  # unseen corrections: better
     assert a["reference"] <= b["reference"] + 0.001, (b, a)  # the other 180: within 0.1 point
-    assert lin.usable and (tmp_path / "ft" / "model.pt").is_file()
+    assert lin.usable and (tmp_path / "ft" / "model.pt").is_file() and not lin.stage2_version
     card = (tmp_path / "ft" / "README.md").read_text()
     assert lin.base_model in card and "non-commercial" in card
     from autolabel.model import load_model
@@ -40,17 +41,30 @@ def test_demonstration_corrections_make_the_model_better(tmp_path, shipped_model
     m = load_model(tmp_path / "ft" / "model.pt")
     assert m.model_id == lin.model_version and m.meta["finetune"]["base_model"] == lin.base_model
     assert any(x.version == lin.model_version for x in list_models([tmp_path]))
-    # the shipped model has a second stage: it was finetuned too, beside the new model, and the
-    # new version labels with both (the scores above are of both stages, as `run` uses them)
+
+
+@pytest.mark.needs_data
+def test_a_two_stage_finetune_keeps_both_stages(tmp_path, shipped_model_path):
+    """The shipped model has a second stage: finetune (refine, the default) trains it too, on the
+    same corrections, and writes it beside the new model; the new version labels with both and
+    its scores are of both stages, as `run` uses them. One epoch on 30 faces: the mechanics (what
+    it buys is benchmarks/bench_finetune.py's)."""
+    from autolabel.model import load_model
     from autolabel.predictor import make_predictor
     from autolabel.runtimes import stage2_path
 
+    src = link_faces(tmp_path / "corrections", sorted(HELEN_TEST.glob("*.jpg"))[:30])
+    lin = finetune(src, tmp_path / "ft", base=shipped_model_path, epochs=1, force=True, progress=False).lineage
+    assert lin.corrections_used == 20 and lin.corrections_held_out == MIN_HOLDOUT and lin.usable
+    assert set(lin.before) == set(lin.after) == {"holdout", "train_corrections"}
     s2 = load_model(tmp_path / "ft" / "model.stage2.pt")
     assert lin.stage2_base == load_model(stage2_path(shipped_model_path)).model_id
     assert s2.model_id == lin.stage2_version != lin.stage2_base and s2.meta["recipe"]["crop"] == "aligned"
     assert s2.meta["recipe"]["aligned_scale"] == lin.stage2_recipe["aligned_scale"] == 1.2
+    assert s2.meta["finetune"]["stage2_base"] == lin.stage2_base
     assert make_predictor("torch", tmp_path / "ft" / "model.pt").model_id == f"{lin.model_version}+{lin.stage2_version}"
-    assert lin.stage2_version in card
+    card = (tmp_path / "ft" / "README.md").read_text()
+    assert lin.stage2_version in card and "both stages" in card
 
 
 def test_decision_refuses_a_worse_model_unless_forced():
