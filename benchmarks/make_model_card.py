@@ -157,11 +157,16 @@ def main() -> None:
         words = cmd.split()
         recipe = words[words.index("--recipe") + 1].split("/")[-1] if "--recipe" in words else "recipe.toml"
         rr = st["recipe"]
-        lines.append(f"- Stage {i}: `{cmd}` (code at git `{st.get('git_commit', '')}`; [`{recipe}`]({recipe}): loss `{rr['loss']}`, "
+        named = f"[`{recipe}`]({recipe})" if (Path("model") / recipe).is_file() else f"`{recipe}` (outside model/; its settings, from the model file)"
+        lines.append(f"- Stage {i}: `{cmd}` (code at git `{st.get('git_commit', '')}`; {named}: loss `{rr['loss']}`, "
                      f"AdamW lr {rr['lr']} one-cycle, batch {rr['batch_size']}, {rr['epochs']} epochs, patience {rr['patience']}, "
                      f"seed {rr['seed']}{', weight moving average ' + str(rr['ema']) if rr.get('ema') else ''}; "
                      f"{st.get('train_seconds', 0) / 60:.1f} min)")
     stages_text = "\n".join(lines)
+    pre = [st for st in stages if not any(t.startswith("300w/") for t in st["recipe"].get("train", []))]
+    pretrain_text = ("Pre-training (stage 1): " + ", ".join(f"`{t}/`" for st in pre for t in st["recipe"]["train"]) +
+                     f", {sum(st.get('train_faces', 0) for st in pre)} machine-labelled faces, no 300-W face; its own 10 % hash split"
+                     " chose its epoch" if pre else "`ytf68/` was not used.")
     if meta.get("arch", "resnet18-1ch-136") == "resnet18-1ch-hm":
         what = (f"A ResNet18 trunk (torchvision `resnet18(weights=None)`, first conv 1 channel) with a heatmap head (two stride-2\n"
                 f"transposed convs to 16×16, 68 heatmaps, soft-argmax: integral regression), a learned label offset and a\n"
@@ -217,7 +222,7 @@ only. These weights inherit that restriction.**
 {stages_text}
 - Data: `300w/afw` + `300w/helen/trainset` + `300w/lfpw/trainset`: {meta.get('train_faces')} faces
   ({meta.get('train_hog_boxes')} with a dlib HOG box; the rest cropped from a box made from their points),
-  fingerprint `{meta.get('train_fingerprint')}`. {val_text}. `ytf68/` was not used.
+  fingerprint `{meta.get('train_fingerprint')}`. {val_text}. {pretrain_text}
 - Training time: {total_min:.1f} minutes of epochs on 2 CPU cores{' over ' + str(len(stages)) + ' stages' if len(stages) > 1 else ''}; last stage: best epoch
   {best_epoch} of {len(hist['epoch'])} (validation NME {100 * meta.get('best_val_nme', float('nan')):.2f} % without flip averaging).
 - Augmentation (all in one affine warp, so pixels and points move together): rotation ±{r['augment']['rotation_deg']}°,
