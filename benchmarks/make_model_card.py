@@ -166,7 +166,7 @@ def main() -> None:
     pre = [st for st in stages if not any(t.startswith("300w/") for t in st["recipe"].get("train", []))]
     pretrain_text = ("Pre-training (stage 1): " + ", ".join(f"`{t}/`" for st in pre for t in st["recipe"]["train"]) +
                      f", {sum(st.get('train_faces', 0) for st in pre)} machine-labelled faces, no 300-W face; its own 10 % hash split"
-                     " chose its epoch" if pre else "`ytf68/` was not used.")
+                     " chose its epoch." if pre else "`ytf68/` was not used.")
     if meta.get("arch", "resnet18-1ch-136") == "resnet18-1ch-hm":
         what = (f"A ResNet18 trunk (torchvision `resnet18(weights=None)`, first conv 1 channel) with a heatmap head (two stride-2\n"
                 f"transposed convs to 16×16, 68 heatmaps, soft-argmax: integral regression), a learned label offset and a\n"
