@@ -73,9 +73,6 @@ class OnnxRuntime:
         # without it one session peaks at 210 instead of 282 MB, two at 234 instead of 484 MB,
         # at the same speed (measured here: batch 32, int8, 1 thread)
         so.enable_cpu_mem_arena = False
-        # no spinning: by default a session's idle worker threads spin for a while after each call,
-        # taking a core from the crops cut between calls and from the other stage's session
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
