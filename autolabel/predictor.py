@@ -36,6 +36,15 @@ def aligned_scale_of(meta: dict) -> float | None:
     return float(recipe.get("aligned_scale", CROP_SCALE)) if recipe.get("crop") == "aligned" else None
 
 
+def second_stage_scale(meta: dict, model_id: str, hint: str = "") -> float:
+    """`aligned_scale_of` for a model about to serve as a second stage; ModelError (one line,
+    `hint` appended) for one trained on box crops."""
+    scale = aligned_scale_of(meta)
+    if scale is None:
+        raise ModelError(f"model {model_id} was not trained on aligned crops (recipe crop = \"aligned\"): not a second stage{hint}")
+    return scale
+
+
 def face_confidence(points: np.ndarray, disagreement: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The confidence score of each face from its crop-pixel points (N, 68, 2), flip
     disagreement (N, 68) and predicted error scale (N, 68): NME-like, lower is surer.
@@ -73,10 +82,7 @@ class Predictor:
         self.stage2 = stage2
         self.stage2_scale = CROP_SCALE
         if stage2 is not None:
-            scale = aligned_scale_of(stage2.meta)
-            if scale is None:
-                raise ModelError(f"model {stage2.model_id} was not trained on aligned crops (recipe crop = \"aligned\"): not a second stage")
-            self.stage2_scale = scale
+            self.stage2_scale = second_stage_scale(stage2.meta, stage2.model_id)
 
     @property
     def size(self) -> int:

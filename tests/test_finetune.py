@@ -130,6 +130,17 @@ def test_empty_missing_and_bad_base(tmp_path, random_model_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not an autolabel model"):
         finetune(src, tmp_path / "o2", base=tmp_path / "junk.pt", progress=False)
+    # a model trained on box crops left where a second stage belongs (X.stage2.pt beside X.pt):
+    # refused before any work, naming the way out; --no-refine (refine=False) ignores it
+    import shutil
+
+    shutil.copyfile(random_model_path, tmp_path / "base.pt")
+    shutil.copyfile(random_model_path, tmp_path / "base.stage2.pt")
+    with pytest.raises(ModelError, match=r"not a second stage \(it lies beside the base: .*--no-refine\)"):
+        finetune(src, tmp_path / "o3", base=tmp_path / "base.pt", progress=False)
+    assert not (tmp_path / "o3").exists()
+    with pytest.raises(UsageError, match="needs at least"):
+        finetune(src, tmp_path / "o4", base=tmp_path / "base.pt", progress=False, refine=False)
 
 
 @pytest.mark.needs_data

@@ -40,13 +40,13 @@ from autolabel.images import image_beside, load_image
 from autolabel.markup import N_POINTS
 from autolabel.metrics import nme
 from autolabel.model import LandmarkModel, load_model
-from autolabel.predictor import Predictor, aligned_scale_of
+from autolabel.predictor import Predictor, second_stage_scale
 from autolabel.runtimes import stage2_path
 from autolabel.runtimes.torch_runtime import TorchRuntime
 from autolabel.training.augment import AugmentConfig
 from autolabel.training.checkpoints import load_best
 from autolabel.training.loop import TrainConfig, fit
-from autolabel.types import AutolabelError, Box, Decision, FinetuneResult, Lineage, ModelError, UsageError
+from autolabel.types import AutolabelError, Box, Decision, FinetuneResult, Lineage, UsageError
 
 #: a held-out set smaller than this says little; fewer corrections than 2x this are refused.
 MIN_HOLDOUT = 10
@@ -71,10 +71,7 @@ def configure_stage2(stage2: LandmarkModel, first: TrainConfig) -> TrainConfig:
     """The recipe for finetuning a second stage beside `first`'s: the same schedule, its own
     aligned crop (scale) and its own recipe's jitter, which stands in for the first stage's
     errors (a corrected face's first-stage error is no smaller than a training face's)."""
-    scale = aligned_scale_of(stage2.meta)
-    if scale is None:
-        raise ModelError(f"model {stage2.model_id} beside the base was not trained on aligned crops (recipe crop = \"aligned\"): "
-                         "not a second stage (move it away, or finetune with --no-refine)")
+    scale = second_stage_scale(stage2.meta, stage2.model_id, " (it lies beside the base: move it away, or finetune with --no-refine)")
     recipe = stage2.meta.get("recipe", {})
     aug = {k: v for k, v in recipe.get("augment", {}).items() if k in AugmentConfig.__dataclass_fields__}
     return dataclasses.replace(first, input_size=stage2.input_size, context=recipe.get("context", first.context), crop="aligned",
