@@ -3,7 +3,7 @@ detector boxes to points, one stage (crop + network with flip averaging) and two
 default: + the aligned crop and the second stage's network), batches 16 and 32; and the same
 without flip averaging (`--no-flip`: one network pass per stage).
 
-    python benchmarks/bench_landmark_stage.py [--runtime onnx] [--threads 2] [--no-flip-rows]
+    python benchmarks/bench_landmark_stage.py [--model M.pt] [--runtime onnx] [--threads 2] [--no-flip-rows]
 
 Decoding and detection are not counted (they are the same for both; bench_run.py times the whole
 command). 64 helen/testset faces, HOG boxes, decoded once.
@@ -30,6 +30,7 @@ from autolabel.resources import data_root  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="the first stage's model file (default: the shipped one); its second stage lies beside it")
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=4)
@@ -39,7 +40,7 @@ def main() -> None:
     faces = [(load_image(s.image).convert("L"), s.box) for s in samples if s.box is not None][:64]
     print(f"{len(faces)} faces, runtime {a.runtime}, {a.threads} threads, load average {os.getloadavg()[0]:.2f}")
     for flip, refine in [(True, False), (True, True)] + ([] if a.no_flip_rows else [(False, False), (False, True)]):
-        pred = make_predictor(a.runtime, threads=a.threads, refine=refine, flip=flip)
+        pred = make_predictor(a.runtime, a.model, threads=a.threads, refine=refine, flip=flip)
         rates = []
         for batch in (16, 32):
             def once():
