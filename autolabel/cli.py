@@ -35,7 +35,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")
 Refine = Annotated[bool, typer.Option("--refine/--no-refine", help="two stages (the default): the model's trained "
                                       "second stage (model/landmarks.stage2.pt) predicts again on a crop placed by the first "
                                       "answer and rotated so the eyes are level (a model without one: itself again, averaged); "
-                                      "--no-refine: one stage, ~1.9x faster landmarks")]
+                                      "--no-refine: one stage, ~2.2x faster landmarks")]
 Model = Annotated[Optional[Path], typer.Option("--model", "-m", help="model file (default: the shipped one; see autolabel models)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="decode/detect processes (default: CPU cores; 0 = in-process)")]
 Runtime = Annotated[str, typer.Option("--runtime", help=f"{' | '.join(RUNTIME_NAMES)}: landmark inference engine "
@@ -71,7 +71,7 @@ def run(
     workers: Workers = None,
     glob: Annotated[Optional[list[str]], typer.Option("--glob", help="only files matching (repeatable), e.g. '*.jpg'")] = None,
     overwrite: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
-    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging: half the network passes; a v2 model scores confidence from its predicted error scale alone")] = False,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="skip flip averaging (by default the labelling stage averages each crop with its mirror image): one network pass per stage; a v2 model scores confidence from its predicted error scale alone")] = False,
     refine: Refine = True,
     quiet: Quiet = False,
     engine: Annotated[str, typer.Option(help=f"{' | '.join(labelling.ENGINES)}: this machine, or a Ray cluster (needs the ray extra of autolabel)")] = "local",

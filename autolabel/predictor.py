@@ -161,10 +161,15 @@ def make_predictor(runtime: str = "auto", model: Path | None = None, flip: bool 
     """The Predictor `run`, `eval`, `Labeler` and the Ray actors use: the runtime `runtime` for the
     model file `model` (default: the shipped weights) and, with `refine`, its trained second stage
     when one lies beside it (`runtimes.stage2_path`), on the same runtime ("auto" picks for each
-    file alike: its int8 export when there is one)."""
-    rt = make_runtime(runtime, model, flip=flip, threads=threads)
+    file alike: its int8 export when there is one).
+
+    `flip` averages the flips of the stage that makes the labels: the second stage when there is
+    one (the first then predicts once per face: its points only place the second stage's crop, and
+    its flips did not change the labels' NME, benchmarks/stage2_eval.py), else the one stage."""
     second = stage2_path(model)
-    stage2 = make_runtime(runtime, second, flip=flip, threads=threads) if refine and second.is_file() else None
+    two = refine and second.is_file()
+    rt = make_runtime(runtime, model, flip=flip and not two, threads=threads)
+    stage2 = make_runtime(runtime, second, flip=flip, threads=threads) if two else None
     return Predictor(rt, refine, stage2)
 
 

@@ -82,12 +82,13 @@ def stage2_section(model_dir: Path = Path("model")) -> str:
 
 The same network, fine-tuned from the first stage's weights on crops **aligned by the labels**: centred
 and sized by the points' box like the `gt` protocol, but {rr['aligned_scale']} × its side instead of 1.5 × (the first
-stage has already found the face, so the face fills more of the 128 px), and rotated so the line
-between the eye centres is level. Training jitters that crop by rotation ±{a['rotation_deg']}°, scale ±{100 * a['scale']:.0f} %, shift
+stage has already found the face, so the face fills more of the crop), at {s2.input_size} px (the first stage: 128), and
+rotated so the line between the eye centres is level. Training jitters that crop by rotation ±{a['rotation_deg']}°, scale ±{100 * a['scale']:.0f} %, shift
 ±{100 * a['shift']:.0f} % of the crop, standing in for the first stage's errors. At inference the crop is placed by the first
 stage's points (`geometry.aligned_transform`, `cut_aligned`: a 1.5× canvas cut antialiased at the
 crop's pixel scale, then rotated bilinearly, as in training), and the second stage's points are the
-labels. Confidence = the second stage's own score + half the mean distance it moved the points
+labels. At the default settings the first stage predicts once per face (its points only place this
+crop) and the second stage's flips are averaged (`predictor.make_predictor`). Confidence = the second stage's own score + half the mean distance it moved the points
 (over the eye-corner distance).
 
 - `{meta.get('command', '')}` (code at git `{meta.get('git_commit', '')}`; [`recipe_v2_stage2.toml`](recipe_v2_stage2.toml):
@@ -96,7 +97,8 @@ labels. Confidence = the second stage's own score + half the mean distance it mo
   recipe without its `init` line (which only makes `train` refuse to start without `--init`), with the
   `crop = "aligned"` code committed right after the commit it records.
 
-`benchmarks/stage2_eval.py` (det protocol, first stage on torch; {ev['val']['stage 1 flip']['passes']} passes = flip averaging of one stage).
+`benchmarks/stage2_eval.py` (det protocol, both stages on torch; {ev['val']['stage 1 flip']['passes']} passes = flip averaging of one stage;
+a {s2.input_size}-px pass costs about {(s2.input_size / 128) ** 2:.2f} × a 128-px one). The default is "stage 1 -> stage 2 flip".
 Validation = the hash split (190 faces with a HOG box); test = helen/testset (322). Confidence on test:
 Spearman / share of the worst 10 % in the least sure 10 %.
 
@@ -199,10 +201,11 @@ reported as measured; `eval.txt` above gives the shipped score's figures for the
     # earlier stages' curves are kept beside the last stage's as loss_curve_stage<N>.png
     earlier_curves = "".join(f"\n![{f.stem.removeprefix('loss_curve_')} loss curve](reports/{f.name})"
                              for f in sorted(Path("model/reports").glob("loss_curve_stage*.png")))
-    s2_id = load_model(Path("model/landmarks.stage2.pt")).model_id if Path("model/landmarks.stage2.pt").is_file() else None
+    s2 = load_model(Path("model/landmarks.stage2.pt")) if Path("model/landmarks.stage2.pt").is_file() else None
+    s2_id, s2_size = (s2.model_id, s2.input_size) if s2 else (None, 128)
     one = Path("model/reports/one_stage/eval.txt")
     one_text = f"""
-One stage (`--no-refine`: the first stage with flip averaging, two network passes per face instead of four):
+One stage (`--no-refine`: the first stage with flip averaging, two 128-px network passes per face instead of one 128-px and two {s2_size}-px ones):
 
 ```
 {one.read_text().strip()}
@@ -246,8 +249,8 @@ For the `gt` protocol the box is made from the points with the HOG box's measure
 
 Same faces, same boxes for both methods; dlib = dlib's own 68-point shape predictor
 (`shape_predictor_68_face_landmarks.dat`, trained on 300-W with iBUG's full training set, which
-probably includes these test faces). autolabel at its default settings: flip averaging and the second
-stage (below), int8 ONNX; the model version of these labels is `{rep.get('model_version', m.model_id)}`. `det` = the dlib HOG box best
+probably includes these test faces). autolabel at its default settings: the second stage (below),
+flip-averaged, after one pass of the first, int8 ONNX; the model version of these labels is `{rep.get('model_version', m.model_id)}`. `det` = the dlib HOG box best
 matching each face (faces the detector misses are counted, not scored); `gt` = a box from the
 ground-truth points. NME in % (inter-ocular = outer eye corners 36/45; inter-pupil = eye
 centres); FR and AUC at NME 0.08; NMSE = mean squared error of the points in normalised crop

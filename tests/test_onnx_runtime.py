@@ -185,6 +185,14 @@ def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
         assert np.isnan(scale).all()  # a regression net has none
 
 
+def test_session_calls_hold_as_many_pixels_at_any_input_size():
+    """Without a memory arena a call's activations are its peak: the shipped 160-px second stage
+    takes 10 crops per call where the 128-px first stage takes 16, and a huge input one."""
+    from autolabel.runtimes.onnx_runtime import CHUNK, chunk_size
+
+    assert (chunk_size(128), chunk_size(160), chunk_size(64), chunk_size(4096)) == (CHUNK, 10, 4 * CHUNK, 1)
+
+
 def _without_torch(*argv: str) -> subprocess.CompletedProcess:
     """`autolabel ARGV` in a process where `import torch` fails, as in a base install."""
     code = f"import sys; sys.modules['torch'] = None; sys.argv = ['autolabel', *{list(argv)!r}]; from autolabel.cli import main; main()"

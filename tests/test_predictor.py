@@ -109,21 +109,28 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
 
 def test_refine_runs_the_second_stage_beside_the_model(tmp_path, random_model_path):
     """`--refine` with `X.stage2.pt` beside `X.pt`: the second stage predicts on the crop the
-    first answer places, rotated so the eyes are level, and its answer is the label."""
+    first answer places, rotated so the eyes are level, at its own input size (160 px here, as
+    shipped, after a 128-px first stage), and its answer is the label. Flip averaging goes to
+    the stage that makes the labels: the first stage then predicts once."""
     model = tmp_path / "m.pt"
     shutil.copy(random_model_path, model)
     torch.manual_seed(1)
-    second = LandmarkModel(build_network("resnet18-1ch-hm"), 128, {"recipe": {"crop": "aligned", "aligned_scale": 1.3}})
+    second = LandmarkModel(build_network("resnet18-1ch-hm"), 160, {"recipe": {"crop": "aligned", "aligned_scale": 1.3}})
     second.save(tmp_path / "m.stage2.pt")
-    assert make_predictor("torch", model, refine=False).stage2 is None  # one stage: the second is not even loaded
+    one = make_predictor("torch", model, refine=False)
+    assert one.stage2 is None and one.runtime.flip  # one stage: the second is not even loaded; its flips averaged
+    fast = make_predictor("torch", model, refine=True, flip=False)
+    assert (fast.runtime.flip, fast.stage2.flip) == (False, False)
     pred = make_predictor("torch", model, refine=True)
     assert pred.stage2 is not None and pred.stage2_scale == 1.3
+    assert (pred.runtime.flip, pred.stage2.flip) == (False, True)
+    assert (pred.size, pred.stage2.input_size) == (128, 160)
     assert pred.model_id == f"{load_model(model).model_id}+{second.model_id}"  # the labels' version names both
 
     gray = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 280), np.uint8))
     first = pred.predict(*pred.crops(gray, [Box(60, 70, 200, 210)]))
     pts, conf, unc = pred.second_pass([gray], *first)
-    t = aligned_transform(first[0][0], 128, 1.3)
+    t = aligned_transform(first[0][0], 160, 1.3)
     p2, _, scale = pred.stage2.predict(cut_aligned(gray, t)[None])
     np.testing.assert_allclose(pts[0], t.to_image(p2[0]), atol=1e-3)
     np.testing.assert_allclose(unc[0], scale[0] / t.k, rtol=1e-5)

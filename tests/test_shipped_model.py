@@ -27,9 +27,10 @@ pytestmark = pytest.mark.needs_data
 #: model v2.1 (2b401d23c0cd) scores 3.64 % on the 58 faces HOG finds there (v2, c1e45fce0f5d:
 #: 3.77 %; v1, 47e1a0f51e02: 3.93 %); the bound allows 0.2 point.
 NME_BOUND_60 = 0.0384
-#: the same faces through both stages (the default settings): the shipped pair
-#: (2b401d23c0cd + 2fdb19ba1aab) scores 3.44 %; the bound allows 0.2 point.
-NME_BOUND_60_TWO_STAGES = 0.0364
+#: the same faces through both stages as the default runs them (the first stage once, the second
+#: flip-averaged): the shipped pair (2b401d23c0cd + f7a6b8ba5962, the 160-px second stage) scores
+#: 3.34 % (the 128-px second stage before it, 2fdb19ba1aab: 3.44 %); the bound allows 0.2 point.
+NME_BOUND_60_TWO_STAGES = 0.0354
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +57,12 @@ def test_shipped_second_stage_meets_its_bound_and_beats_one_stage(fixed_faces, s
     assert second.meta["recipe"]["crop"] == "aligned" and second.meta["init"]["model_version"] == load_model(shipped_model_path).model_id
     found = [s for s in fixed_faces if s.box is not None]
     boxes, gt = [sample_box(s, "det") for s in found], np.stack([s.points for s in found])
-    first = TorchRuntime(load_model(shipped_model_path))
-    one = nme(predict_samples(Predictor(first), found, boxes), gt)
-    two = nme(predict_samples(Predictor(first, refine=True, stage2=TorchRuntime(second)), found, boxes), gt)
+    one = nme(predict_samples(Predictor(TorchRuntime(load_model(shipped_model_path))), found, boxes), gt)
+    first_once = TorchRuntime(load_model(shipped_model_path), flip=False)  # as make_predictor runs it before a second stage
+    two = nme(predict_samples(Predictor(first_once, refine=True, stage2=TorchRuntime(second)), found, boxes), gt)
+    assert second.input_size == 160
     assert two.mean() < NME_BOUND_60_TWO_STAGES, f"mean NME {100 * two.mean():.2f}%"
-    assert two.mean() < one.mean() - 0.001 and (two > 0.08).mean() <= 0.05  # measured: 3.64 -> 3.44 %
+    assert two.mean() < one.mean() - 0.002 and (two > 0.08).mean() <= 0.05  # measured: 3.64 -> 3.34 %
 
 
 def test_no_mean_offset_on_its_own_training_faces(shipped_model_path):

@@ -25,10 +25,16 @@ from autolabel.runtimes import FlipBakedIn
 from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks-onnx"
-#: crops per session call: without a memory arena, a call's activations are its transient peak
-#: (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the same speed
-#: (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one stage).
+#: crops per session call at 128 px: without a memory arena, a call's activations are its
+#: transient peak (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the
+#: same speed (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one
+#: stage). Larger inputs take fewer per call (`chunk_size`), so every session peaks alike.
 CHUNK = 16
+
+
+def chunk_size(input_size: int) -> int:
+    """Crops per session call for `input_size`-px crops: CHUNK at 128 px, as many pixels at any size."""
+    return max(1, CHUNK * 128 * 128 // (input_size * input_size))
 #: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
 RUNTIME_FLIP = "runtime"
 
@@ -104,7 +110,8 @@ class OnnxRuntime:
         if len(crops) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
-        parts = [self._call(crops[i : i + CHUNK]) for i in range(0, len(crops), CHUNK)]
+        step = chunk_size(self.input_size)
+        parts = [self._call(crops[i : i + step]) for i in range(0, len(crops), step)]
         return tuple(np.concatenate(o).astype(np.float32, copy=False) for o in zip(*parts))
 
     def _call(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,7 +41,7 @@ from autolabel.images import load_image
 from autolabel.metrics import interocular
 from autolabel.model import InferenceGraph, LandmarkModel, load_model
 from autolabel.predictor import aligned_scale_of, crop_faces
-from autolabel.runtimes.onnx_runtime import CHUNK, RUNTIME_FLIP, session_predict, with_mirrors
+from autolabel.runtimes.onnx_runtime import RUNTIME_FLIP, chunk_size, session_predict, with_mirrors
 from autolabel.types import ModelError
 
 #: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
@@ -132,7 +132,8 @@ def _run(model_bytes_or_path, crops: np.ndarray, meta: dict[str, str]) -> dict[b
     gets them with flip averaging (True) and without (False, `--no-flip`)."""
     session, size = _session(model_bytes_or_path), int(meta["input_size"])
     offset = np.asarray(json.loads(meta["label_offset"]), np.float32) * size
-    return {flip: np.concatenate([session_predict(session, crops[i : i + CHUNK], flip, offset, size)[0] for i in range(0, len(crops), CHUNK)])
+    step = chunk_size(size)
+    return {flip: np.concatenate([session_predict(session, crops[i : i + step], flip, offset, size)[0] for i in range(0, len(crops), step)])
             for flip in (True, False)}
 
 
