@@ -93,9 +93,9 @@ crop) and the second stage's flips are averaged (`predictor.make_predictor`). Co
 
 - `{meta.get('command', '')}` (code at git `{meta.get('git_commit', '')}`; [`recipe_v2_stage2.toml`](recipe_v2_stage2.toml):
   lr {rr['lr']} one-cycle, {rr['epochs']} epochs, EMA {rr['ema']}, seed {rr['seed']}; {meta.get('train_seconds', 0) / 60:.1f} min on 2 CPU cores). Validation
-  NME on aligned crops of the held-out split: {100 * meta.get('best_val_nme', float('nan')):.2f} % (best epoch {meta.get('epoch')}). The run read a copy of the
-  recipe without its `init` line (which only makes `train` refuse to start without `--init`), with the
-  `crop = "aligned"` code committed right after the commit it records.
+  NME on aligned crops of the held-out split: {100 * meta.get('best_val_nme', float('nan')):.2f} % (best epoch {meta.get('epoch')}). The run read a copy of this
+  recipe whose `init` line named the weights `--init` loaded (v2.1); the package's code was the same
+  at the commit it records.
 
 `benchmarks/stage2_eval.py` (det protocol, both stages on torch; {ev['val']['stage 1 flip']['passes']} passes = flip averaging of one stage;
 a {s2.input_size}-px pass costs about {(s2.input_size / 128) ** 2:.2f} × a 128-px one). The default is "stage 1 -> stage 2 flip".
