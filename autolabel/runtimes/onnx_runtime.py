@@ -30,13 +30,13 @@ FORMAT = "autolabel-landmarks-onnx"
 #: same speed (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one
 #: stage). Larger inputs take fewer per call (`chunk_size`), so every session peaks alike.
 CHUNK = 16
+#: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
+RUNTIME_FLIP = "runtime"
 
 
 def chunk_size(input_size: int) -> int:
     """Crops per session call for `input_size`-px crops: CHUNK at 128 px, as many pixels at any size."""
     return max(1, CHUNK * 128 * 128 // (input_size * input_size))
-#: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
-RUNTIME_FLIP = "runtime"
 
 
 def with_mirrors(crops: np.ndarray) -> np.ndarray:
