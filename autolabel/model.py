@@ -17,6 +17,7 @@ from torch import nn
 from autolabel.files import atomic_write_bytes, content_hash
 from autolabel.markup import MIRROR, N_POINTS
 from autolabel.resources import shipped_model
+from autolabel.runtimes import checked_input_size
 from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks"
@@ -148,7 +149,10 @@ def load_model(path: str | Path | None = None) -> LandmarkModel:
     except (RuntimeError, KeyError) as e:
         raise ModelError(f"{path}: weights do not fit the LandmarkNet architecture ({e})") from e
     net.eval()
-    return LandmarkModel(net, int(ckpt["input_size"]), dict(ckpt.get("meta", {})), content_hash(data))
+    meta = ckpt.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: damaged model file (its meta is a {type(meta).__name__}, not a table)")
+    return LandmarkModel(net, checked_input_size(ckpt.get("input_size"), path), dict(meta), content_hash(data))
 
 
 class InferenceGraph(nn.Module):

@@ -142,6 +142,17 @@ def test_unknown_architecture_is_one_clear_line(tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize("size,meta", [(0, {}), (-128, {}), ("128px", {}), (10**9, {}), (None, {}), (128, ["not", "a", "table"])])
+def test_a_damaged_header_is_one_clear_line(tmp_path, size, meta):
+    """A model file whose input size is not a crop side (or whose meta is not a table) is refused
+    when loaded, not when a crop of side 0 divides by zero later."""
+    path = tmp_path / "m.pt"
+    torch.save({"format": "autolabel-landmarks", "format_version": 2, "arch": "resnet18-1ch-136", "input_size": size,
+                "meta": meta, "state_dict": build_network().state_dict()}, path)
+    with pytest.raises(ModelError, match="m.pt: (input size .* is not a crop side|damaged model file)"):
+        load_model(path)
+
+
 def test_the_error_scale_reaches_faces_in_image_pixels(tmp_path):
     """A heatmap net's per-point scale (crop pixels) is reported per face in image pixels: a crop
     window twice the size of the crop halves nothing and doubles the pixels."""

@@ -185,6 +185,67 @@ def test_fp32_export_equals_torch_for_each_arch(tmp_path, arch):
         assert np.isnan(scale).all()  # a regression net has none
 
 
+def test_deployable_head_computes_what_the_trained_head_does():
+    """The export's sub-pixel head (3x3 conv + PixelShuffle for each transposed conv + batch norm)
+    is the trained head's function, with batch-norm statistics that are not the identity."""
+    torch = pytest.importorskip("torch")
+    from autolabel.model import build_network
+    from autolabel.training.export_onnx import deployable
+
+    torch.manual_seed(0)
+    net = build_network("resnet18-1ch-hm").eval()
+    with torch.no_grad():
+        for bn in (net.up[1], net.up[4]):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+    dep = deployable(net)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in dep.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())  # the trained net is left as it was
+    x = torch.randn(3, 512, 5, 5).relu()
+    with torch.no_grad():
+        assert torch.allclose(dep.up(x), net.up(x), atol=1e-5)
+        y = torch.randn(2, 1, 160, 160)
+        assert torch.allclose(dep.forward_full(y)[0], net.forward_full(y)[0], atol=1e-5)
+
+
+@needs_export
+def test_shipped_int8_exports_run_their_convolutions_in_int8():
+    """ONNX Runtime runs a Conv in int8 when its quantized output needs no round trip through
+    fp32: no transposed convolution is left, and the only ReLUs are the residual ones after an Add
+    (each ReLU after a Conv is folded into that Conv's output range)."""
+    onnx = pytest.importorskip("onnx")
+    from autolabel.runtimes import stage2_path
+
+    for pt in (shipped_model(), stage2_path(None)):
+        g = onnx.load(str(exported_path(pt, "int8"))).graph
+        made_by = {o: n.op_type for n in g.node for o in n.output}
+        fed_by = {n.output[0]: made_by.get(n.input[0]) for n in g.node if n.op_type == "DequantizeLinear"}
+        relus = [fed_by.get(n.input[0], made_by.get(n.input[0])) for n in g.node if n.op_type == "Relu"]
+        assert not [n for n in g.node if n.op_type == "ConvTranspose"], pt.name
+        assert relus == ["Add"] * 8, (pt.name, relus)
+
+
+@needs_export
+@pytest.mark.parametrize("key,value", [("input_size", "0"), ("input_size", "-128"), ("input_size", "12O"), ("input_size", "100000"),
+                                       ("label_offset", "[0.1]"), ("label_offset", "[NaN, 0]"), ("meta", "{not json")])
+def test_a_hand_edited_export_is_refused_in_one_line(tmp_path, key, value):
+    """An export whose metadata was edited to a size that is not a crop side, or to values that do
+    not parse, is refused with one line naming the file, by the runtime and by `autolabel run`."""
+    onnx = pytest.importorskip("onnx")
+    pt = tmp_path / "m.pt"
+    shutil.copy(shipped_model(), pt)
+    m = onnx.load(str(exported_path(None, "fp32")))
+    next(e for e in m.metadata_props if e.key == key).value = value
+    onnx.save(m, str(exported_path(pt, "fp32")))
+    with pytest.raises(ModelError, match="m.fp32.onnx: (input size|damaged export metadata)"):
+        make_runtime("onnx-fp32", pt)
+    (tmp_path / "in").mkdir()
+    p = subprocess.run([sys.executable, "-m", "autolabel", "run", str(tmp_path / "in"), "--out", str(tmp_path / "o.parquet"),
+                        "--model", str(pt), "--runtime", "onnx-fp32"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(err) == 1 and "m.fp32.onnx" in err[0], p.stderr[-2000:]  # a model error, not a usage error
+    assert not (tmp_path / "o.parquet").exists()
+
+
 def test_session_calls_hold_as_many_pixels_at_any_input_size():
     """Without a memory arena a call's activations are its peak: the shipped 160-px second stage
     takes 10 crops per call where the 128-px first stage takes 16, and a huge input one."""

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from autolabel.types import UsageError
+from autolabel.types import ModelError, UsageError
 
 
 class Runtime(Protocol):
@@ -44,6 +44,23 @@ class Runtime(Protocol):
 
 class FlipBakedIn(UsageError):
     """An old ONNX export, whose graph fixes the flip setting, was asked for the other one."""
+
+
+#: the crop sides (pixels) a model file may declare: anything else is a damaged or hand-edited file
+INPUT_SIZES = range(16, 1025)
+
+
+def checked_input_size(value, path: Path) -> int:
+    """A model file's declared input size (its .pt header or its export's metadata) as an int;
+    ModelError (one line) when it is not a whole number of pixels in INPUT_SIZES."""
+    try:
+        size = int(str(value).strip())
+    except ValueError:
+        size = None
+    if size is None or size not in INPUT_SIZES:
+        raise ModelError(f"{path}: input size {str(value)[:40]!r} is not a crop side in pixels "
+                         f"({INPUT_SIZES.start}-{INPUT_SIZES.stop - 1}); the file is damaged or was edited")
+    return size
 
 
 #: what a torch-free install lacks to train, finetune or run the torch runtime

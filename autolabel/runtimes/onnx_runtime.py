@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from autolabel.files import content_hash
 from autolabel.markup import MIRROR, N_POINTS
-from autolabel.runtimes import FlipBakedIn
+from autolabel.runtimes import FlipBakedIn, checked_input_size
 from autolabel.types import ModelError
 
 FORMAT = "autolabel-landmarks-onnx"
@@ -90,14 +90,19 @@ class OnnxRuntime:
         if props.get("format") != FORMAT:
             raise ModelError(f"{path}: not an autolabel ONNX export (no '{FORMAT}' metadata)")
         self.path = path
-        self.model_id = props["model_id"]
-        self.input_size = int(props["input_size"])
+        self.input_size = checked_input_size(props.get("input_size"), path)
+        try:
+            self.model_id = props["model_id"]
+            self.meta = json.loads(props.get("meta", "{}"))
+            self.offset = np.asarray(json.loads(props.get("label_offset", "[0, 0]")), np.float32).reshape(2) * self.input_size
+        except (KeyError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+            raise ModelError(f"{path}: damaged export metadata ({type(e).__name__}: {e}); re-export it") from None
+        if not isinstance(self.meta, dict) or not np.isfinite(self.offset).all():
+            raise ModelError(f"{path}: damaged export metadata (meta or label_offset); re-export it")
         self.precision = props.get("precision", "fp32")
         self.name = "onnx" if self.precision == "int8" else "onnx-fp32"  # its `make_runtime` name
-        self.meta = json.loads(props.get("meta", "{}"))
         self.flip = flip
         self.in_runtime = props.get("flip") == RUNTIME_FLIP
-        self.offset = np.asarray(json.loads(props.get("label_offset", "[0, 0]")), np.float32) * self.input_size
         if not self.in_runtime and props.get("flip") != ("1" if flip else "0"):
             inside = "averages flips inside its graph" if props.get("flip") == "1" else "was exported without flip averaging"
             raise FlipBakedIn(f"{path.name} is an old export that {inside} "

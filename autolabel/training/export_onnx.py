@@ -12,8 +12,14 @@ Run it whenever the weights change: shipping a model (then `benchmarks/make_mode
 records the hashes) and at the end of `finetune`. The runtime refuses an export whose recorded
 model version differs from the `.pt` beside it.
 
+The exported network is `deployable(net)`: the same function with the heatmap head's
+transposed convolutions written as sub-pixel convolutions (ONNX Runtime has no int8 kernel for
+ConvTranspose: in fp32 they took a fifth of the second stage's time).
+
 int8 (onnxruntime static quantization, QDQ, per-channel int8 weights with reduce_range, uint8
-activations, MinMax calibrated on training crops): only Conv layers. Per-tensor uint8
+activations, MinMax calibrated on training crops): Conv layers, and the ReLUs after them, which
+the quantizer folds into the convolution's output range (left out, every such pair cost a
+dequantize-quantize round trip of the activation: a sixth of the time). Per-tensor uint8
 activations cannot hold a layer whose input is sparse with rare large outliers (in the shipped
 ResNet18, the last stage: range ~130 on a few earrings vs a mean of 0.02), so layers are ranked
 by quantization step / mean |input| and the worst are kept in fp32, fewest first, until int8
@@ -23,6 +29,7 @@ int16 saturation of AVX2's u8*s8 dot product, which moved single points by up to
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tempfile
@@ -33,13 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from autolabel.datasets import Sample, find_samples
 from autolabel.files import atomic_write_bytes
 from autolabel.geometry import aligned_transform, box_from_points, cut_aligned
 from autolabel.images import load_image
 from autolabel.metrics import interocular
-from autolabel.model import InferenceGraph, LandmarkModel, load_model
+from autolabel.model import HeatmapNet, InferenceGraph, LandmarkModel, load_model
 from autolabel.predictor import aligned_scale_of, crop_faces
 from autolabel.runtimes.onnx_runtime import RUNTIME_FLIP, chunk_size, session_predict, with_mirrors
 from autolabel.types import ModelError
@@ -79,11 +87,53 @@ def _metadata(model: LandmarkModel, precision: str) -> dict[str, str]:
             "label_offset": json.dumps([0.0, 0.0] if offset is None else [float(v) for v in offset.detach()])}
 
 
+#: a 4x4, stride-2, padding-1 transposed convolution as a 3x3 convolution to 4 phases x channels
+#: + PixelShuffle(2): the transposed conv's kernel index for (output phase, 3x3 tap), None: no tap
+SUB_PIXEL_TAPS = ((3, 1, None), (None, 2, 0))
+
+
+def sub_pixel(ct: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """`bn(ct(x))` for `ct` = ConvTranspose2d(Cin, Cout, 4, 2, 1) as a 3x3 Conv2d(Cin, 4 Cout)
+    whose output, pixel-shuffled by 2, equals it (the batch norm folded in, eval mode)."""
+    w = ct.weight.detach()  # (Cin, Cout, 4, 4)
+    cin, cout = w.shape[:2]
+    k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
+    for a, rows in enumerate(SUB_PIXEL_TAPS):
+        for b, cols in enumerate(SUB_PIXEL_TAPS):
+            for m, ki in enumerate(rows):
+                for n, kj in enumerate(cols):
+                    if ki is not None and kj is not None:
+                        k[:, a, b, :, m, n] = w[:, :, ki, kj].T
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    conv = nn.Conv2d(cin, 4 * cout, 3, 1, 1, bias=True)
+    conv.weight.data = (k * scale[:, None, None, None, None, None]).reshape(4 * cout, cin, 3, 3)
+    conv.bias.data = (bn.bias - bn.running_mean * scale).detach().repeat_interleave(4)
+    return conv
+
+
+def deployable(net: nn.Module) -> nn.Module:
+    """What is exported: `net` itself, or for a `HeatmapNet` a copy whose head's (ConvTranspose,
+    BatchNorm, ReLU) triples are (sub-pixel Conv, ReLU, PixelShuffle): the same function (ReLU
+    commutes with the shuffle), in layers ONNX Runtime runs in int8."""
+    if not isinstance(net, HeatmapNet):
+        return net
+    out = copy.deepcopy(net).eval()
+    layers = list(out.up)
+    ok = len(layers) % 3 == 0 and all(isinstance(ct, nn.ConvTranspose2d) and (ct.kernel_size, ct.stride, ct.padding) == ((4, 4), (2, 2), (1, 1))
+                                      and isinstance(bn, nn.BatchNorm2d) and isinstance(r, nn.ReLU)
+                                      for ct, bn, r in zip(layers[::3], layers[1::3], layers[2::3]))
+    if not ok:
+        return net
+    out.up = nn.Sequential(*[m for ct, bn, _ in zip(layers[::3], layers[1::3], layers[2::3])
+                             for m in (sub_pixel(ct, bn), nn.ReLU(), nn.PixelShuffle(2))])
+    return out
+
+
 def export_fp32(model: LandmarkModel, path: Path) -> None:
-    """The fp32 export: `InferenceGraph` without flip and label offset (module docstring)."""
+    """The fp32 export: `InferenceGraph` of `deployable(net)` without flip and label offset (module docstring)."""
     import onnx
 
-    graph = InferenceGraph(model.net, flip=False, offset=False).eval()
+    graph = InferenceGraph(deployable(model.net), flip=False, offset=False).eval()
     x = torch.zeros((2, model.input_size, model.input_size), dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "m.onnx"
@@ -175,7 +225,7 @@ def quantize(fp32_path: Path, out: Path, calib: np.ndarray, exclude: Sequence[st
             return next(self.it, None)
 
     quantize_static(str(fp32_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                    op_types_to_quantize=["Conv"], nodes_to_exclude=list(exclude), activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=["Conv", "Relu"], nodes_to_exclude=list(exclude), activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
 
 
