@@ -49,7 +49,9 @@ Each file is `InferenceGraph` (per-crop standardisation and the network, one cro
 `python -m autolabel.training.export_onnx`; the runtime averages the flips (the crop and its mirror image in one call) and adds
 the learned label offset the file records, so one file serves `--no-flip` too. Each records the model version it came from, and a file
 whose version is not its `.pt`'s is refused{'' if fresh else ' (**these are stale: re-export**)'}. int8: onnxruntime static quantization (QDQ, per-channel 7-bit weights,
-uint8 activations, MinMax calibration on 256 training crops and their mirror images, cut as each stage sees them), Conv layers only; the layers whose input
+uint8 activations, MinMax calibration on 256 training crops and their mirror images, cut as each stage sees them) of the Conv layers and the ReLUs after them
+(folded into each conv's output range); the heatmap head's transposed convs are exported as the equal 3×3 convs + pixel shuffle
+(`export_onnx.deployable`), so every conv runs in int8. The layers whose input
 int8 cannot hold are kept in fp32 until int8 agrees with fp32 on held-out crops.
 
 | file | precision | size | SHA-256 | model version | convs kept fp32 |

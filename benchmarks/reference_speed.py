@@ -6,7 +6,8 @@ machine can be read on another.
     python benchmarks/reference_speed.py [--model model/landmarks.pt] [--threads 2] [--batch 32]
 
 int8 here is the shipped export's recipe (QDQ, per-channel int8 weights with reduce_range, uint8
-activations, MinMax calibration), Conv layers only, calibrated on random crops: the speed of an
+activations, MinMax calibration; Conv layers and the ReLUs after them; a heatmap head's transposed
+convs as sub-pixel convs), calibrated on random crops: the speed of an
 int8 kernel does not depend on the values it multiplies. The shipped model's own `.int8.onnx` is
 timed too when it exists. Run with nothing else on the CPU.
 """
