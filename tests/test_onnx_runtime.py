@@ -246,6 +246,13 @@ def test_a_hand_edited_export_is_refused_in_one_line(tmp_path, key, value):
     assert not (tmp_path / "o.parquet").exists()
 
 
+@needs_export
+def test_sessions_do_not_spin_waiting_for_work():
+    """Two stages hold two sessions on the same cores: an idle one must not spin (see OnnxRuntime)."""
+    rt = make_runtime("onnx", threads=2)
+    assert rt.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_session_calls_hold_as_many_pixels_at_any_input_size():
     """Without a memory arena a call's activations are its peak: the shipped 160-px second stage
     takes 10 crops per call where the 128-px first stage takes 16, and a huge input one."""

@@ -79,6 +79,10 @@ class OnnxRuntime:
         # without it one session peaks at 210 instead of 282 MB, two at 234 instead of 484 MB,
         # at the same speed (measured here: batch 32, int8, 1 thread)
         so.enable_cpu_mem_arena = False
+        # no spin-waiting: a session's idle pool threads otherwise spin after each call and take the
+        # cores from the other stage's session (two stages, 2 threads each, on 2 cores: 79 -> 96
+        # faces/s at batch 16, --no-flip 105 -> 150; one stage alike; benchmarks/bench_landmark_stage.py)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
