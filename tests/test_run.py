@@ -1,3 +1,4 @@
+import platform
 """`autolabel run` end to end on real photos and on every kind of bad input.
 
 These tests use an untrained model (the mechanics do not depend on the weights); the
@@ -188,3 +189,12 @@ def test_workers_give_the_same_rows_as_in_process(mixed_folder, random_model_pat
     da, db = read_labels(a), read_labels(b)
     assert da.image.tolist() == db.image.tolist()
     np.testing.assert_allclose(points_array(da), points_array(db), atol=1e-4)
+
+
+@pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="glibc's malloc arenas")
+def test_run_caps_glibc_malloc_arenas():
+    """`run` lets glibc make 2 malloc arenas, not 8 per core: the pool's result thread and the main
+    thread otherwise scatter freed crops over arenas that never shrink (labelling.cap_malloc_arenas)."""
+    from autolabel.labelling import cap_malloc_arenas
+
+    assert cap_malloc_arenas() is True
