@@ -1,4 +1,3 @@
-import platform
 """`autolabel run` end to end on real photos and on every kind of bad input.
 
 These tests use an untrained model (the mechanics do not depend on the weights); the
@@ -6,6 +5,7 @@ accuracy of the shipped weights is checked in test_shipped_model.py.
 """
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
