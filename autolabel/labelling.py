@@ -141,23 +141,29 @@ def inference_threads(workers: int) -> int | None:
     return max(1, (os.cpu_count() or 1) - workers) if workers > 0 else None
 
 
-#: glibc's M_ARENA_MAX (mallopt): how many malloc arenas the process may make
-_M_ARENA_MAX = -8
+#: glibc's mallopt parameters: the most malloc arenas, and the size from which a block is mapped
+#: on its own (and returned to the system when freed)
+_M_ARENA_MAX, _M_MMAP_THRESHOLD = -8, -3
 
 
-def cap_malloc_arenas(n: int = 2) -> bool:
-    """Let glibc's malloc make at most `n` arenas in this process (Linux; a no-op elsewhere).
+def bound_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
+    """Keep a long run's freed memory from piling up in glibc's malloc (Linux; a no-op elsewhere):
+    at most `arenas` arenas, and blocks of `mmap_threshold` bytes or more (ONNX Runtime's
+    activations without its arena, decoded photos) mapped on their own, so that freeing them
+    gives them back.
 
-    The pool's result thread unpickles the workers' crops in its own arena and the main thread
-    frees them, so with glibc's default (8 arenas per core) freed memory stays scattered over
-    arenas that never shrink: `autolabel run` on 10x the run-speed set grew its main process to 556
-    MB, against 337 MB with 2 arenas (benchmarks/bench_run.py's set, 4,470 images). True when set."""
+    With glibc's defaults (8 arenas per core; a threshold that rises to 32 MB once such blocks are
+    freed), the pool's result thread unpickles the workers' crops in its own arena, the main thread
+    frees them, and large blocks come from heaps that never shrink: `autolabel run` on 10x the
+    run-speed set (4,470 images) peaked at 643-775 MB for the process tree (main process 423-556
+    MB); with 2 arenas 571-597 (360-383); with both settings 509 (298), for about 0.8 CPU-s more
+    of mapping per 447 images (benchmarks/bench_run.py's set). True when set."""
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, n))
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
     except (OSError, AttributeError):  # not glibc
         return False
 
@@ -285,7 +291,7 @@ def label_paths(
     done = writer.done_keys() if resume else {}
     if workers is None:
         workers = default_workers()
-    cap_malloc_arenas()
+    bound_malloc()
 
     names: dict[Path, tuple[str, tuple[int, int] | None]] = {}
 
@@ -371,7 +377,7 @@ def run(
     On KeyboardInterrupt the output is left unmerged (finished batches are saved) so that
     rerunning the same call resumes.
     """
-    cap_malloc_arenas()  # before the runtime's and the pool's threads make their arenas
+    bound_malloc()  # before the runtime's and the pool's threads make their arenas
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "ray":
