@@ -54,8 +54,8 @@ from autolabel.types import ModelError
 
 #: int8 must agree with fp32 on held-out crops: mean point distance / inter-ocular distance (an
 #: NME between the two runtimes) on average, and on the worst face. The shipped exports measure
-#: 0.0017 / 0.0036 with flip averaging and 0.0024 / 0.0077 without (second stage: 0.0022 / 0.0052,
-#: 0.0028 / 0.0067); quantizing v1's last stage gave 0.07-0.16 / 0.13-0.33.
+#: 0.0015 / 0.0030 with flip averaging and 0.0022 / 0.0043 without (second stage: 0.0018 / 0.0044,
+#: 0.0023 / 0.0049); quantizing v1's last stage gave 0.07-0.16 / 0.13-0.33.
 PARITY_BOUND = 0.005
 PARITY_BOUND_FACE = 0.05
 #: exclusion thresholds tried in turn (quantization step / mean |conv input|); inf = none kept in fp32.
