@@ -117,15 +117,13 @@ def deployable(net: nn.Module) -> nn.Module:
     commutes with the shuffle), in layers ONNX Runtime runs in int8."""
     if not isinstance(net, HeatmapNet):
         return net
-    out = copy.deepcopy(net).eval()
-    layers = list(out.up)
-    ok = len(layers) % 3 == 0 and all(isinstance(ct, nn.ConvTranspose2d) and (ct.kernel_size, ct.stride, ct.padding) == ((4, 4), (2, 2), (1, 1))
-                                      and isinstance(bn, nn.BatchNorm2d) and isinstance(r, nn.ReLU)
-                                      for ct, bn, r in zip(layers[::3], layers[1::3], layers[2::3]))
-    if not ok:
+    layers = list(net.up)
+    triples = list(zip(layers[::3], layers[1::3], layers[2::3]))
+    if len(layers) % 3 or not all(isinstance(ct, nn.ConvTranspose2d) and (ct.kernel_size, ct.stride, ct.padding) == ((4, 4), (2, 2), (1, 1))
+                                  and isinstance(bn, nn.BatchNorm2d) and isinstance(r, nn.ReLU) for ct, bn, r in triples):
         return net
-    out.up = nn.Sequential(*[m for ct, bn, _ in zip(layers[::3], layers[1::3], layers[2::3])
-                             for m in (sub_pixel(ct, bn), nn.ReLU(), nn.PixelShuffle(2))])
+    out = copy.deepcopy(net).eval()
+    out.up = nn.Sequential(*[m for ct, bn, _ in triples for m in (sub_pixel(ct, bn), nn.ReLU(), nn.PixelShuffle(2))])
     return out
 
 
