@@ -291,7 +291,7 @@ def label_paths(
     done = writer.done_keys() if resume else {}
     if workers is None:
         workers = default_workers()
-    bound_malloc()
+    bound_malloc()  # before the pool's result thread makes its arena
 
     names: dict[Path, tuple[str, tuple[int, int] | None]] = {}
 
@@ -377,7 +377,6 @@ def run(
     On KeyboardInterrupt the output is left unmerged (finished batches are saved) so that
     rerunning the same call resumes.
     """
-    bound_malloc()  # before the runtime's and the pool's threads make their arenas
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "ray":
