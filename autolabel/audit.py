@@ -39,7 +39,7 @@ from autolabel.files import atomic_path
 from autolabel.formats.labelset import LabelSet, message
 from autolabel.formats.parquet import SCHEMA, SCHEMA_VERSION, result_rows
 from autolabel.geometry import box_from_points
-from autolabel.images import load_image
+from autolabel.images import load_gray
 from autolabel.markup import GROUPS, N_POINTS
 from autolabel.metrics import interocular
 from autolabel.predictor import Predictor
@@ -109,7 +109,7 @@ def audit(labels: LabelSet, predictor: Predictor, out: Path, metadata: dict | No
     todo = [(name, r) for name, r in labels.images if r.faces]
     for name, r in tqdm(todo, desc="auditing", unit="img", disable=not progress, dynamic_ncols=True):
         try:
-            gray = load_image(r.path).convert("L")
+            gray = load_gray(r.path)
         except AutolabelError as e:
             res.skipped.append(message(labels.source, f"image {name!r}", str(e)))
             continue

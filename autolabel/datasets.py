@@ -19,7 +19,7 @@ from autolabel.detectors import Detector
 from autolabel.files import atomic_write_text
 from autolabel.formats.pts import read_pts
 from autolabel.geometry import box_from_points, crop_face, points_box
-from autolabel.images import image_beside, load_image
+from autolabel.images import image_beside, load_gray
 from autolabel.markup import N_POINTS
 from autolabel.types import Box, FormatError
 
@@ -76,8 +76,7 @@ def detect_boxes(samples: list[Sample], detector: Detector, cache: Path | None =
     for s in tqdm(samples, desc="detecting", disable=not progress, unit="img"):
         key = key_of(s)
         if key not in cached:
-            img = load_image(s.image)
-            cached[key] = [b.as_list() + [b.score] for b in detector.detect(np.asarray(img.convert("L")))]
+            cached[key] = [b.as_list() + [b.score] for b in detector.detect(np.asarray(load_gray(s.image)))]
         boxes = [Box(*v) for v in cached[key]]
         out.append(Sample(s.image, s.points, match_box(boxes, s.points)))
     if cache:
@@ -112,7 +111,7 @@ def build_canvases(samples: list[Sample], size: int, context: float, protocol: s
     imgs, pts = [], []
     for s in tqdm(samples, desc="cropping", disable=not progress, unit="face"):
         box = sample_box(s, protocol) or box_from_points(s.points)
-        arr, t = crop_face(load_image(s.image).convert("L"), box, size, context)
+        arr, t = crop_face(load_gray(s.image), box, size, context)
         imgs.append(arr)
         pts.append(t.to_crop(s.points))
     return Canvases(np.stack(imgs), np.stack(pts).astype(np.float32), size)

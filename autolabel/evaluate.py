@@ -23,7 +23,7 @@ from tqdm import tqdm
 from autolabel.datasets import Sample, detect_boxes, find_samples, sample_box
 from autolabel.detectors import make_detector
 from autolabel.detectors.dlib_detectors import model_file
-from autolabel.images import load_image
+from autolabel.images import load_gray
 from autolabel.metrics import confidence_quality, metrics, nme
 from autolabel.predictor import Predictor, make_predictor
 from autolabel.training.figures import plot_ced
@@ -39,7 +39,7 @@ def dlib_predict(samples: list[Sample], boxes, progress: bool = False, desc: str
     sp = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
     out = []
     for s, b in tqdm(list(zip(samples, boxes)), desc=desc, unit="face", disable=not progress, dynamic_ncols=True):
-        img = np.asarray(load_image(s.image).convert("L"))
+        img = np.asarray(load_gray(s.image))
         r = dlib.rectangle(round(b.x0), round(b.y0), round(b.x1) - 1, round(b.y1) - 1)
         sh = sp(img, r)
         out.append([[sh.part(i).x, sh.part(i).y] for i in range(68)])
@@ -58,7 +58,7 @@ def predict_with_confidence(predictor: Predictor, samples: Sequence[Sample], box
     out, conf = [], []
     bar = tqdm(total=len(samples), desc=desc, unit="face", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(samples), batch):
-        grays = (load_image(s.image).convert("L") for s in samples[i : i + batch])
+        grays = (load_gray(s.image) for s in samples[i : i + batch])
         if predictor.refine:  # kept for the second pass; otherwise each image goes once cropped
             grays = list(grays)
         cuts = [predictor.crops(g, [b]) for g, b in zip(grays, boxes[i : i + batch])]

@@ -28,7 +28,7 @@ from autolabel.detectors import DEFAULT_SETTINGS, Detector, make_detector
 from autolabel.files import OutputLock, path_text
 from autolabel.formats import EXTENSIONS, FOLDER_FORMAT, Writer, guess_format, is_parquet_dataset, make_writer
 from autolabel.geometry import CropTransform
-from autolabel.images import count_non_images, discover, load_image, to_8bit
+from autolabel.images import count_non_images, discover, load_gray, to_8bit
 from autolabel.predictor import Predictor, crop_faces, faces_of, make_predictor
 from autolabel.types import Box, Face, ImageError, ImageResult, UsageError
 
@@ -69,15 +69,14 @@ def detect_and_crop(path: Path, detector=None, size: int | None = None) -> Detec
     size = size or _W["size"]
     try:
         stat = _file_stat(path)
-        img = load_image(path)
+        gray = load_gray(path)
     except ImageError as e:
         return DetectJob(path, error=str(e))
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop a 100k-image run
         return DetectJob(path, error=f"unexpected {type(e).__name__}: {e}")
-    gray = img.convert("L")
     boxes = detector.detect(np.asarray(gray))
     crops, ts = crop_faces(gray, boxes, size)
-    return DetectJob(path, img.width, img.height, tuple(boxes), crops, tuple(ts), stat=stat)
+    return DetectJob(path, gray.width, gray.height, tuple(boxes), crops, tuple(ts), stat=stat)
 
 
 def _file_stat(path: Path) -> tuple[int, int] | None:
@@ -249,10 +248,10 @@ def _second_pass(predictor: Predictor, jobs: list[DetectJob], pts, conf, unc):
             try:
                 if j.stat is not None and _file_stat(j.path) != j.stat:
                     raise ImageError("the file was modified")
-                img = load_image(j.path)
-                if img.size != (j.width, j.height):
-                    raise ImageError(f"now {img.width}x{img.height}, was {j.width}x{j.height}")
-                c, t = predictor.recrop(img.convert("L"), pts[k : k + n])
+                gray = load_gray(j.path)
+                if gray.size != (j.width, j.height):
+                    raise ImageError(f"now {gray.width}x{gray.height}, was {j.width}x{j.height}")
+                c, t = predictor.recrop(gray, pts[k : k + n])
                 crops.append(c)
                 ts += t
             except Exception as e:  # noqa: BLE001 - one image's failure must not drop the batch
@@ -469,7 +468,10 @@ class Labeler:
     def label(self, image: Image.Image, boxes: list[Box] | None = None) -> list[Face]:
         """Faces in a PIL image. Its EXIF orientation is applied first, as `run` does, so the
         points refer to the upright image (an image already transposed is left as it is).
-        `boxes`: skip detection, use these (in upright pixels)."""
+        `boxes`: skip detection, use these (in upright pixels). `run` and `label_file` decode a
+        colour JPEG straight to grey (`images.load_gray`): `label(load_gray(path))` gives their
+        points exactly, an RGB decode of the same file grey within rounding and so points that
+        may differ by a fraction of a pixel."""
         gray = to_8bit(ImageOps.exif_transpose(image)).convert("L")
         boxes = self.detector.detect(np.asarray(gray)) if boxes is None else list(boxes)
         return self.predictor.faces(gray, boxes)

@@ -48,6 +48,41 @@ def test_auto_upsample_finds_small_faces_like_upsample_1():
     assert na == n1 >= n0
 
 
+def _scans(det, img):
+    """The scans `det.detect(img)` runs: (scale, upsample) of each, and its boxes."""
+    calls, run = [], det._run
+    det._run = lambda im, scale, up: calls.append((round(scale, 3), up)) or run(im, scale, up)
+    return calls, det.detect(img)
+
+
+def test_auto_stops_at_the_coarsest_scale_that_finds_big_faces():
+    f = sorted(HELEN_TEST.glob("*.jpg"))[0]
+    img = gray(f, 600 / max(gray(f).shape))  # 600 px: the face is ~250 px, found at half scale
+    calls, boxes = _scans(make_detector("hog"), img)
+    assert calls == [(0.5, 0)]  # one scan, a quarter of the pixels of the image's own scale
+    ref = points_box(read_pts(f.with_suffix(".pts")) * 600 / max(gray(f).shape))
+    assert len(boxes) == 1 and boxes[0].iou(ref) > 0.4
+    assert min(boxes[0].width, boxes[0].height) * 0.5 >= 100  # the rule's threshold, at the scale scanned
+    own = make_detector("hog", upsample=0).detect(img)  # the same face at the image's own scale
+    assert len(own) == 1 and own[0].iou(boxes[0]) > 0.6
+
+    calls, _ = _scans(make_detector("hog", max_side=300), img)  # max_side scales every scan
+    assert calls[0] == (0.25, 0)
+
+
+def test_auto_goes_finer_for_small_faces_and_skips_scans_smaller_than_the_window():
+    img = gray(PHOTOS / "groups" / "bald_guys.jpg", 0.5)
+    calls, boxes = _scans(make_detector("hog", max_side=0), img)
+    assert calls == [(0.5, 0), (1.0, 0), (1.0, 1)]  # small faces: half, own, then 2x upsampled
+    assert len(boxes) >= 2
+    assert [b.as_list() for b in boxes] == [b.as_list() for b in make_detector("hog", upsample=1, max_side=0).detect(img)]
+    tiny = np.asarray(Image.fromarray(img).resize((150, 120)))  # half of it is under dlib's 80-px window
+    calls, _ = _scans(make_detector("hog"), tiny)
+    assert calls[0] == (1.0, 0)
+    assert make_detector("hog").settings()["scales"] == [0.5, 1.0, 2.0]
+    assert "scales" not in make_detector("hog", upsample=1).settings()
+
+
 def test_min_face_size_and_registry():
     f = sorted(HELEN_TEST.glob("*.jpg"))[0]
     assert make_detector("hog", min_face_size=10_000).detect(gray(f)) == []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autolabel.images import count_non_images, discover, load_image
+from autolabel.images import count_non_images, discover, load_gray, load_image
 from autolabel.types import ImageError
 
 from helpers import HELEN_TEST, make_bomb_png
@@ -53,6 +53,26 @@ def test_any_mode_decodes_to_8bit(tmp_path, mode):
     if mode in ("L", "I;16", "RGBA", "CMYK"):  # same content as the grey original, within rounding
         g = np.asarray(out.convert("L"), np.int16)
         assert np.abs(g - np.asarray(src.convert("L"), np.int16)).mean() < 6
+
+
+@pytest.mark.needs_data
+def test_load_gray_decodes_a_colour_jpeg_to_its_luma(tmp_path):
+    """`load_gray` (every labelling path's decode) has libjpeg decode a colour JPEG's luma only: the
+    grey Pillow gets from the RGB decode, to within rounding, and EXIF orientation still applied."""
+    src = next(HELEN_TEST.glob("*.jpg"))
+    via_rgb = np.asarray(load_image(src).convert("L"), np.int16)
+    luma = load_gray(src)
+    assert luma.mode == "L" and luma.size == (via_rgb.shape[1], via_rgb.shape[0])
+    diff = np.abs(np.asarray(luma, np.int16) - via_rgb)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
+    rgb = Image.open(src).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+    assert load_gray(tmp_path / "r.jpg").size == rgb.size  # upright
+    for name, img in (("g.png", rgb), ("c.jpg", rgb.convert("CMYK")), ("l.jpg", rgb.convert("L"))):
+        img.save(tmp_path / name)  # not a colour JPEG (CMYK: libjpeg has no luma of it): decoded, then converted
+        np.testing.assert_array_equal(np.asarray(load_gray(tmp_path / name)), np.asarray(load_image(tmp_path / name).convert("L")))
 
 
 @pytest.mark.needs_data

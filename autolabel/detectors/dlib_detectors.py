@@ -3,9 +3,10 @@
 Large images are detected on a downscaled copy (`max_side`) and the boxes are mapped back:
 HOG cost grows with the pixel count while faces in big photos are big, so little recall is lost.
 
-`upsample="auto"` first scans at the image's own scale (finds faces >= ~80 px, 4x cheaper) and
-scans again upsampled 2x (faces >= ~40 px) only when that found no face or a face small enough
-that smaller ones may be around (< AUTO_SMALL px). benchmarks/detect_scale.py measures it.
+`upsample="auto"` scans from coarse to fine and stops at the first scale that found faces, none of
+them small enough that smaller ones may be around (< AUTO_SMALL px at that scale): half the
+image's own scale (faces >= ~160 px, 4x cheaper than the own scale), the own scale (>= ~80 px),
+then 2x upsampled (>= ~40 px). benchmarks/detect_scale.py measures it.
 """
 
 from __future__ import annotations
@@ -39,17 +40,20 @@ def _to_box(rect, score: float, scale: float) -> Box:
     return Box(rect.left() / scale, rect.top() / scale, (rect.right() + 1) / scale, (rect.bottom() + 1) / scale, float(score))
 
 
-#: with upsample="auto": rescan upsampled when the smallest face found is below this (pixels at
-#: detection scale), 1.25x dlib HOG's 80 px window: a face found near the smallest size the first
-#: scan sees says smaller ones may be around. Measured (benchmarks/detect_scale.py): on photos +
+#: with upsample="auto": scan the next finer scale when the smallest face found is below this
+#: (pixels at the scale scanned), 1.25x dlib HOG's 80 px window: a face found near the smallest size
+#: a scan sees says smaller ones may be around. Measured (benchmarks/detect_scale.py): on photos +
 #: helen/testset (447 images) 100 px finds the same 504 faces as 160 px with 37 rescans instead
 #: of 75 (12.6 instead of 15.9 CPU-s); on ytf68/test + afw (1,107) 1,081 faces instead of 1,076.
 AUTO_SMALL = 100
+#: with upsample="auto": the scales scanned, coarse to fine, relative to the detection scale
+#: (after `max_side`); 2.0 is dlib's upsample=1
+AUTO_SCALES = (0.5, 1.0, 2.0)
 
 
 def rescan_rule(upsample: int | str) -> dict:
-    """The settings entry that names upsample="auto"'s rescan threshold (none otherwise)."""
-    return {"rescan_below": AUTO_SMALL} if upsample == "auto" else {}
+    """The settings entries that name upsample="auto"'s rule (none otherwise)."""
+    return {"scales": list(AUTO_SCALES), "rescan_below": AUTO_SMALL} if upsample == "auto" else {}
 
 
 class _DlibDetector:
@@ -81,20 +85,36 @@ class _DlibDetector:
         scale = 1.0
         if self.max_side and max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)
-            im = Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0)
-            image = np.asarray(im)
-        image = np.ascontiguousarray(image)
         if self.upsample == "auto":
-            boxes = self._run(image, scale, 0)
-            if not boxes or min(min(b.width, b.height) for b in boxes) * scale < AUTO_SMALL:
-                boxes = self._run(image, scale, 1)
+            boxes = self._auto(image, scale)
         else:
-            boxes = self._run(image, scale, self.upsample)
+            boxes = self._run(_resized(image, scale), scale, self.upsample)
         boxes = [b for b in boxes if min(b.width, b.height) >= self.min_face_size]
         return sorted(boxes, key=lambda b: (b.x0, b.y0))
 
+    def _auto(self, image: np.ndarray, scale: float) -> list[Box]:
+        """upsample="auto": AUTO_SCALES coarse to fine, until one finds faces none of which is
+        under AUTO_SMALL px there. A scale above 1 upsamples in dlib (as `upsample`)."""
+        boxes: list[Box] = []
+        for k, rel in enumerate(AUTO_SCALES):
+            s = scale * min(rel, 1.0)
+            if rel < 1.0 and min(image.shape[:2]) * s < 80:
+                continue  # smaller than dlib's window: the scan would find nothing
+            boxes = self._run(_resized(image, s), s, round(np.log2(max(rel, 1.0))))
+            if boxes and min(min(b.width, b.height) for b in boxes) * scale * rel >= AUTO_SMALL:
+                break
+        return boxes
+
     def _run(self, image: np.ndarray, scale: float, upsample: int) -> list[Box]:
         raise NotImplementedError
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` (H, W[, 3]) uint8 scaled by `scale` (<= 1; bilinear, antialiased), C-contiguous."""
+    if scale < 1.0:
+        h, w = image.shape[:2]
+        image = np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0))
+    return np.ascontiguousarray(image)
 
 
 class HogDetector(_DlibDetector):

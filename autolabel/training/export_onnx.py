@@ -45,7 +45,7 @@ from torch import nn
 from autolabel.datasets import Sample, find_samples
 from autolabel.files import atomic_write_bytes
 from autolabel.geometry import aligned_transform, box_from_points, cut_aligned
-from autolabel.images import load_image
+from autolabel.images import load_gray
 from autolabel.metrics import interocular
 from autolabel.model import HeatmapNet, InferenceGraph, LandmarkModel, load_model
 from autolabel.predictor import aligned_scale_of, crop_faces
@@ -160,9 +160,9 @@ def calibration_crops(source: Sequence[Path] | Sequence[Sample], size: int, n: i
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(samples), min(n, len(samples)), replace=False))
     if aligned_scale is not None:
-        return np.stack([cut_aligned(load_image(samples[i].image).convert("L"), aligned_transform(samples[i].points, size, aligned_scale))
+        return np.stack([cut_aligned(load_gray(samples[i].image), aligned_transform(samples[i].points, size, aligned_scale))
                          for i in pick])
-    crops = [crop_faces(load_image(samples[i].image).convert("L"), [box_from_points(samples[i].points)], size)[0] for i in pick]
+    crops = [crop_faces(load_gray(samples[i].image), [box_from_points(samples[i].points)], size)[0] for i in pick]
     return np.concatenate(crops)
 
 
