@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.predictor import make_predictor  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
 
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--no-flip-rows", action="store_true", help="skip the --no-flip rows")
     a = ap.parse_args()
     samples = detect_boxes(find_samples(data_root() / "300w" / "helen" / "testset")[:80], make_detector("hog"), progress=False)
-    faces = [(load_image(s.image).convert("L"), s.box) for s in samples if s.box is not None][:64]
+    faces = [(load_gray(s.image), s.box) for s in samples if s.box is not None][:64]
     print(f"{len(faces)} faces, runtime {a.runtime}, {a.threads} threads, load average {os.getloadavg()[0]:.2f}")
     for flip, refine in [(True, False), (True, True)] + ([] if a.no_flip_rows else [(False, False), (False, True)]):
         pred = make_predictor(a.runtime, a.model, threads=a.threads, refine=refine, flip=flip)

@@ -254,6 +254,26 @@ def test_sessions_do_not_spin_waiting_for_work():
     assert rt.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+@needs_export
+@pytest.mark.needs_data
+def test_threads_run_calls_side_by_side_with_the_same_answers():
+    """`threads` > 1: one-thread session calls on parts of the batch at once (each part goes to
+    its own thread even when the batch fits one call); each crop's answer is what one thread gives."""
+    crops = _faces(20)[0]
+    one, two = make_runtime("onnx", threads=1), make_runtime("onnx", threads=2)
+    assert one.session.get_session_options().intra_op_num_threads == 1 == two.session.get_session_options().intra_op_num_threads
+    calls: list[int] = []
+    call = two._call
+    two._call = lambda c: calls.append(len(c)) or call(c)
+    for got, want in zip(two.predict(crops), one.predict(crops)):
+        np.testing.assert_array_equal(got, want)
+    assert calls == [10, 10] and two._pool is not None and one._pool is None
+    calls.clear()
+    for got, want in zip(two.predict(crops[:1]), one.predict(crops[:1])):  # one crop: no pool hand-off
+        np.testing.assert_array_equal(got, want)
+    assert calls == [1]
+
+
 def test_session_calls_hold_as_many_pixels_at_any_input_size():
     """Without a memory arena a call's activations are its peak: the shipped 160-px second stage
     takes 10 crops per call where the 128-px first stage takes 16, and a huge input one."""

@@ -13,6 +13,7 @@ from autolabel.datasets import detect_boxes, find_samples
 from autolabel.detectors import DEFAULT_SETTINGS, make_detector
 from autolabel.evaluate import predict_samples
 from autolabel.formats.parquet import file_metadata, points_array, read_labels
+from autolabel.images import load_gray
 from autolabel.labelling import Labeler
 from autolabel.model import InferenceGraph, build_network, load_model, predict_crops
 from autolabel.geometry import aligned_transform, cut_aligned
@@ -75,8 +76,9 @@ def test_one_source_of_detector_defaults():
 @pytest.mark.parametrize("refine", [False, True], ids=["one pass", "refine"])
 def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path, refine):
     """Same image, same box: the library API, `autolabel run` (Parquet) and `eval`'s prediction
-    agree to the last bit, because they share one detector setup and one crop-and-predict path;
-    with `--refine` too (run's workers send crops, so its second pass decodes the image again)."""
+    agree to the last bit, because they share one decode (`load_gray`), one detector setup and one
+    crop-and-predict path; with `--refine` too (run's workers send crops, so its second pass
+    decodes the image again)."""
     src = sorted(HELEN_TEST.glob("*.jpg"))[3]
     d = tmp_path / "one"
     d.mkdir()
@@ -89,7 +91,7 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
     run_boxes = [Box(r.box_x0, r.box_y0, r.box_x1, r.box_y1) for r in rows.itertuples()]
     run_pts = points_array(rows)
 
-    faces = Labeler(model=shipped_model_path, refine=refine).label(Image.open(src))
+    faces = Labeler(model=shipped_model_path, refine=refine).label(load_gray(src))
     assert len(faces) == len(rows) >= 1
     for f, b, p, c in zip(faces, run_boxes, run_pts, rows.confidence):
         assert np.allclose(f.box.as_list(), b.as_list(), atol=1e-4)  # the same detector settings
@@ -99,11 +101,11 @@ def test_labeler_run_and_eval_give_identical_points(tmp_path, shipped_model_path
     sample = detect_boxes(find_samples(d), make_detector("hog"), progress=False)[0]
     k = int(np.argmin([abs(b.x0 - sample.box.x0) + abs(b.y0 - sample.box.y0) for b in run_boxes]))
     ev = predict_samples(make_predictor("auto", shipped_model_path, refine=refine), [sample], [sample.box])[0]
-    single = Labeler(model=shipped_model_path, refine=refine).label(Image.open(src), boxes=[sample.box])[0].points
+    single = Labeler(model=shipped_model_path, refine=refine).label(load_gray(src), boxes=[sample.box])[0].points
     np.testing.assert_array_equal(ev, single)
     np.testing.assert_array_equal(ev, run_pts[k])
     if refine:  # the second pass moved the points: it is not the first pass relabelled
-        first = Labeler(model=shipped_model_path, refine=False).label(Image.open(src), boxes=[sample.box])[0].points
+        first = Labeler(model=shipped_model_path, refine=False).label(load_gray(src), boxes=[sample.box])[0].points
         assert 0.05 < np.abs(first - single).mean() < 2.0
 
 

@@ -51,13 +51,15 @@ AUTO_SMALL = 100
 AUTO_SCALES = (0.5, 1.0, 2.0)
 
 
-def rescan_rule(upsample: int | str) -> dict:
+def rescan_rule(upsample: int | str, scales: tuple[float, ...] = AUTO_SCALES) -> dict:
     """The settings entries that name upsample="auto"'s rule (none otherwise)."""
-    return {"scales": list(AUTO_SCALES), "rescan_below": AUTO_SMALL} if upsample == "auto" else {}
+    return {"scales": list(scales), "rescan_below": AUTO_SMALL} if upsample == "auto" else {}
 
 
 class _DlibDetector:
     name = "dlib"
+    #: upsample="auto"'s scales (benchmarks/detect_scale.py sets others on an instance to compare)
+    auto_scales: tuple[float, ...] = AUTO_SCALES
 
     # no defaults here: `detectors.make_detector` fills them in from DEFAULT_SETTINGS
     def __init__(self, *, upsample: int | str, max_side: int, min_face_size: float, threshold: float):
@@ -77,7 +79,7 @@ class _DlibDetector:
             "max_side": self.max_side,
             "min_face_size": self.min_face_size,
             "threshold": self.threshold,
-            **rescan_rule(self.upsample),
+            **rescan_rule(self.upsample, self.auto_scales),
         }
 
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -93,10 +95,10 @@ class _DlibDetector:
         return sorted(boxes, key=lambda b: (b.x0, b.y0))
 
     def _auto(self, image: np.ndarray, scale: float) -> list[Box]:
-        """upsample="auto": AUTO_SCALES coarse to fine, until one finds faces none of which is
+        """upsample="auto": `auto_scales` coarse to fine, until one finds faces none of which is
         under AUTO_SMALL px there. A scale above 1 upsamples in dlib (as `upsample`)."""
         boxes: list[Box] = []
-        for k, rel in enumerate(AUTO_SCALES):
+        for rel in self.auto_scales:
             s = scale * min(rel, 1.0)
             if rel < 1.0 and min(image.shape[:2]) * s < 80:
                 continue  # smaller than dlib's window: the scan would find nothing

@@ -14,6 +14,9 @@ flips inside the graph; they still load, for flip averaging only.
 from __future__ import annotations
 
 import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +86,13 @@ class OnnxRuntime:
         # cores from the other stage's session (two stages, 2 threads each, on 2 cores: 79 -> 96
         # faces/s at batch 16, --no-flip 105 -> 150; one stage alike; benchmarks/bench_landmark_stage.py)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
+        # `threads` calls at once, each on one thread, rather than one call on `threads` threads:
+        # a call then never waits for its slowest thread (2 cores, batch 32: the 160-px second stage
+        # 321-332 -> 349-363 crops/s, the 128-px first stage 518-525 -> 554-568; benchmarks/bench_landmark_stage.py)
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self._pool: ThreadPoolExecutor | None = None
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
@@ -119,8 +126,16 @@ class OnnxRuntime:
         if len(crops) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
-        step = chunk_size(self.input_size)
-        parts = [self._call(crops[i : i + step]) for i in range(0, len(crops), step)]
+        # equal calls, `threads` at a time, none over `chunk_size`: every thread gets the same work
+        calls = self.threads * math.ceil(len(crops) / (self.threads * chunk_size(self.input_size)))
+        step = math.ceil(len(crops) / calls)
+        chunks = [crops[i : i + step] for i in range(0, len(crops), step)]
+        if len(chunks) > 1 and self.threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx")
+            parts = list(self._pool.map(self._call, chunks))
+        else:
+            parts = [self._call(c) for c in chunks]
         return tuple(np.concatenate(o).astype(np.float32, copy=False) for o in zip(*parts))
 
     def _call(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
