@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, sample_box, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.metrics import confidence_quality, interocular, nme  # noqa: E402
 from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
@@ -43,7 +43,7 @@ def scores(pred: Predictor, samples) -> tuple[dict[str, np.ndarray], dict[str, n
     errs: dict[str, list] = {"pass 1": [], "pass 2": [], "passes averaged": []}
     cands: dict[str, list] = {k: [] for k in ("flip", "scale", "shipped", "max-scale", "recrop", "two-pass")}
     for s in keep:
-        gray = load_image(s.image).convert("L")
+        gray = load_gray(s.image)
         crops, ts = pred.crops(gray, [sample_box(s, "det")])
         c1, d1, s1 = pred.runtime.predict(crops)  # the parts of the shipped score
         first = pred.predict(crops, ts)

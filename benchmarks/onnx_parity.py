@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from autolabel.datasets import find_samples  # noqa: E402
 from autolabel.geometry import box_from_points  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.metrics import nme  # noqa: E402
 from autolabel.predictor import Predictor, crop_faces  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> None:
     samples = find_samples(a.data)
     crops, ts = [], []
     for s in samples:
-        c, t = crop_faces(load_image(s.image).convert("L"), [box_from_points(s.points)], 128)
+        c, t = crop_faces(load_gray(s.image), [box_from_points(s.points)], 128)
         crops.append(c)
         ts += t
     crops_a, gt = np.concatenate(crops), np.stack([s.points for s in samples])

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.metrics import interocular, spearman  # noqa: E402
 from autolabel.predictor import make_predictor  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
     sets = {"validation": val, "helen/testset": find_samples(root / "300w/helen/testset")}
     for name, samples in sets.items():
         keep = [s for s in detect_boxes(samples, det, None, False) if s.box is not None]
-        grays = [load_image(s.image).convert("L") for s in keep]
+        grays = [load_gray(s.image) for s in keep]
         gt = np.stack([s.points for s in keep])
         print(f"{name}: {len(keep)} faces (det boxes)")
         for refine in (False, True):

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, sample_box, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.metrics import confidence_quality, failure_rate, interocular, nme  # noqa: E402
 from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root, shipped_model  # noqa: E402
@@ -51,7 +51,7 @@ def moved(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def rows(first: dict[bool, Predictor], second: dict[bool, object], samples) -> dict[str, dict]:
     """Per-face points and scores of each variant on `samples` (det boxes)."""
     keep = [s for s in samples if sample_box(s, "det") is not None]
-    grays = [load_image(s.image).convert("L") for s in keep]
+    grays = [load_gray(s.image) for s in keep]
     gt = np.stack([s.points for s in keep])
     out: dict[str, dict] = {}
     for f1, pred in first.items():

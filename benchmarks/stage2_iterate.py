@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import detect_boxes, find_samples, sample_box, split_by_name  # noqa: E402
 from autolabel.detectors import make_detector  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.metrics import confidence_quality, nme  # noqa: E402
 from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root, shipped_model  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"first stage {pred.runtime.model_id}{' flip' if a.first_flip else ''}, second {pred.stage2.model_id}")
     for name, samples in sets.items():
         keep = [s for s in samples if sample_box(s, "det") is not None]
-        grays = [load_image(s.image).convert("L") for s in keep]
+        grays = [load_gray(s.image) for s in keep]
         gt = np.stack([s.points for s in keep])
         cuts = [pred.crops(g, [sample_box(s, "det")]) for g, s in zip(grays, keep)]
         p1, _, _ = pred.predict(np.concatenate([c for c, _ in cuts]), [t for _, ts in cuts for t in ts])

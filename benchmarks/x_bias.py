@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autolabel.datasets import find_samples  # noqa: E402
 from autolabel.geometry import box_from_points  # noqa: E402
-from autolabel.images import load_image  # noqa: E402
+from autolabel.images import load_gray  # noqa: E402
 from autolabel.markup import flip_points  # noqa: E402
 from autolabel.predictor import Predictor  # noqa: E402
 from autolabel.resources import data_root  # noqa: E402
@@ -33,7 +33,7 @@ from autolabel.runtimes import make_runtime  # noqa: E402
 def offsets(pred: Predictor, samples, mirror: bool) -> np.ndarray:
     out = []
     for s in samples:
-        img = load_image(s.image).convert("L")
+        img = load_gray(s.image)
         gt = s.points
         if mirror:
             img = ImageOps.mirror(img)

@@ -31,7 +31,8 @@ FORMAT = "autolabel-landmarks-onnx"
 #: crops per session call at 128 px: without a memory arena, a call's activations are its
 #: transient peak (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the
 #: same speed (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one
-#: stage). Larger inputs take fewer per call (`chunk_size`), so every session peaks alike.
+#: stage). Larger inputs take fewer per call (`chunk_size`), so every session peaks alike; with
+#: `threads` > 1 as many calls run at once (`run` gives its inference one thread).
 CHUNK = 16
 #: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
 RUNTIME_FLIP = "runtime"
