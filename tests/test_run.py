@@ -91,6 +91,7 @@ def test_parquet_schema_metadata_and_readers(mixed_run):
     md = file_metadata(out)
     assert md["autolabel_version"] and md["model_version"] and md["detector"]["name"] == "hog"
     assert md["detector"]["upsample"] == "auto" and md["detector"]["rescan_below"] == 100  # the whole rule that found the faces
+    assert md["detector"]["scales"] == [0.5, 1.0, 2.0]
     assert (md["flip"], md["refine"]) == (True, True)  # the defaults: flip averaging, two stages
     assert md["command"].startswith("autolabel run")
     faces = read_labels(out).query("status == 'ok'")
