@@ -71,7 +71,8 @@ def detect_boxes(samples: list[Sample], detector: Detector, cache: Path | None =
     ~40 ms per image and the same faces are cropped every run.
     """
     cached = json.loads(cache.read_text()) if cache and cache.is_file() else {}
-    key_of = lambda s: f"{s.image}|{s.image.stat().st_size}|{s.image.stat().st_mtime_ns}|{json.dumps(detector.settings(), sort_keys=True)}"  # noqa: E731
+    # the decode is part of the key: boxes found on an RGB-decoded grey (before `load_gray`) are stale
+    key_of = lambda s: f"{s.image}|{s.image.stat().st_size}|{s.image.stat().st_mtime_ns}|luma|{json.dumps(detector.settings(), sort_keys=True)}"  # noqa: E731
     out = []
     for s in tqdm(samples, desc="detecting", disable=not progress, unit="img"):
         key = key_of(s)

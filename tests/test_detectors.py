@@ -80,6 +80,10 @@ def test_auto_goes_finer_for_small_faces_and_skips_scans_smaller_than_the_window
     calls, _ = _scans(make_detector("hog"), tiny)
     assert calls[0] == (1.0, 0)
     assert make_detector("hog").settings()["scales"] == [0.5, 1.0, 2.0]
+    odd = make_detector("hog")
+    odd.auto_scales = (1.0, 1.5)  # dlib upsamples in 2x steps: a 1.5x scan cannot be run as recorded
+    with pytest.raises(UsageError, match="1.5"):
+        odd.detect(tiny)
     assert "scales" not in make_detector("hog", upsample=1).settings()
 
 

@@ -58,7 +58,8 @@ def test_any_mode_decodes_to_8bit(tmp_path, mode):
 @pytest.mark.needs_data
 def test_load_gray_decodes_a_colour_jpeg_to_its_luma(tmp_path):
     """`load_gray` (every labelling path's decode) has libjpeg decode a colour JPEG's luma only: the
-    grey Pillow gets from the RGB decode, to within rounding, and EXIF orientation still applied."""
+    grey Pillow gets from the RGB decode, to within rounding (and clipping of saturated colours in
+    the RGB decode), and EXIF orientation still applied."""
     src = next(HELEN_TEST.glob("*.jpg"))
     via_rgb = np.asarray(load_image(src).convert("L"), np.int16)
     luma = load_gray(src)

@@ -101,11 +101,17 @@ class _DlibDetector:
         """upsample="auto": `auto_scales` coarse to fine, until one finds faces none of which is
         under AUTO_SMALL px there. A scale above 1 upsamples in dlib (as `upsample`)."""
         boxes: list[Box] = []
+        resized: dict[float, np.ndarray] = {}  # the own scale serves the upsampled scans too
         for rel in self.auto_scales:
             s = scale * min(rel, 1.0)
+            up = int(np.log2(max(rel, 1.0)))
+            if rel > 1.0 and 2**up != rel:
+                raise UsageError(f"detector scale {rel}: above 1 only 2, 4, ... (dlib upsamples by 2x steps)")
             if rel < 1.0 and min(image.shape[:2]) * s < 80:
                 continue  # smaller than dlib's window: the scan would find nothing
-            boxes = self._run(_resized(image, s), s, round(np.log2(max(rel, 1.0))))
+            if s not in resized:
+                resized[s] = _resized(image, s)
+            boxes = self._run(resized[s], s, up)
             if boxes and min(min(b.width, b.height) for b in boxes) * scale * rel >= AUTO_SMALL:
                 break
         return boxes

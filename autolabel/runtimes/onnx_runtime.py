@@ -32,10 +32,18 @@ FORMAT = "autolabel-landmarks-onnx"
 #: transient peak (batch 32 with flip averaging: 64 network inputs, ~70 MB); 16 halves it at the
 #: same speed (benchmarks/bench_landmark_stage.py: 127 faces/s at batch 16 and 128 at 32, one
 #: stage). Larger inputs take fewer per call (`chunk_size`), so every session peaks alike; with
-#: `threads` > 1 as many calls run at once (`run` gives its inference one thread).
+#: `threads` > 1 the calls in flight share it.
 CHUNK = 16
 #: the `flip` metadata of an export whose runtime averages flips (see the module docstring)
 RUNTIME_FLIP = "runtime"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else the count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def chunk_size(input_size: int) -> int:
@@ -92,7 +100,7 @@ class OnnxRuntime:
         # 321-332 -> 349-363 crops/s, the 128-px first stage 518-525 -> 554-568; benchmarks/bench_landmark_stage.py)
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.threads = max(1, int(threads or usable_cpus()))
         self._pool: ThreadPoolExecutor | None = None
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -127,8 +135,10 @@ class OnnxRuntime:
         if len(crops) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32), np.zeros((0, N_POINTS), np.float32), np.zeros((0, N_POINTS), np.float32)
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
-        # equal calls, `threads` at a time, none over `chunk_size`: every thread gets the same work
-        calls = self.threads * math.ceil(len(crops) / (self.threads * chunk_size(self.input_size)))
+        # equal calls, `threads` at a time, together no more than `chunk_size` crops (the activations
+        # of the calls in flight are the peak): every thread gets the same work
+        most = max(1, chunk_size(self.input_size) // self.threads)
+        calls = self.threads * math.ceil(len(crops) / (self.threads * most))
         step = math.ceil(len(crops) / calls)
         chunks = [crops[i : i + step] for i in range(0, len(crops), step)]
         if len(chunks) > 1 and self.threads > 1:
