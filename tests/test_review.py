@@ -18,7 +18,7 @@ from autolabel.formats.parquet import SCHEMA
 from autolabel.formats.pts import read_pts
 from autolabel.review.queue import Queue
 from autolabel.review.session import InputError, ReviewSession, StateWriter
-from autolabel.types import FormatError, UsageError
+from autolabel.types import Box, FormatError, UsageError
 
 from helpers import HELEN_TEST
 
@@ -407,3 +407,17 @@ def test_an_image_whose_name_is_not_utf8_opens_saves_and_exports(tmp_path):
     res = export_300w(tmp_path / "corr", tmp_path / "export")
     assert res.faces == 1 and not res.missing_images and len(list((tmp_path / "export").rglob("*.pts"))) == 1
     assert pq.read_table(tmp_path / "corr" / "corrections.parquet").column("abs_path_bytes").to_pylist() == [os.fsencode(folder / name)]
+
+
+def test_a_drawn_box_gets_the_points_run_would_give(setup, shipped_model_path):
+    """The editor's "draw a box" predicts on the image decoded as `run` decodes it (`load_gray`):
+    the points are exactly `Labeler.label_file`'s for that box."""
+    from autolabel.images import load_gray
+    from autolabel.labelling import Labeler
+
+    _, _, q, store = setup
+    s = ReviewSession(q, store, labeler_factory=lambda: Labeler(model=shipped_model_path))
+    got = s.add_face(0, [150, 150, 350, 350])
+    assert got["ok"] and len(got["points"]) == 68
+    want = Labeler(model=shipped_model_path).label(load_gray(q.image_path(0)), boxes=[Box(150, 150, 350, 350, 0.0)])[0]
+    np.testing.assert_allclose(got["points"], np.round(want.points, 2), atol=1e-6)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from autolabel.formats.corrections import STATUSES, ConflictError, CorrectionStore, face_key
-from autolabel.images import load_image
+from autolabel.images import load_gray, load_image
 from autolabel.markup import N_POINTS
 from autolabel.review.drafts import DraftStore
 from autolabel.review.queue import Queue, uncertain_points, usable_uncertainty
@@ -414,7 +414,7 @@ class ReviewSession:
                 return {"ok": False, "message": "no model loaded: cannot predict points for a new face"}
             self._labeler = self.labeler_factory()
         image = self.q.image[row]
-        img = load_image(self.q.image_path(row))
+        img = load_gray(self.q.image_path(row))  # decoded as `run` decodes it, so the points are run's
         faces = self._labeler.label(img, boxes=[Box(x0, y0, x1, y1, 0.0)])
         n = 1 + sum(1 for k in self.store.state if k.startswith(image + "#+")) + sum(1 for k in self._pending_box if k.startswith(image + "#+"))
         key = face_key(image, f"+{n}")
