@@ -280,7 +280,7 @@ def test_threads_run_calls_side_by_side_with_the_same_answers():
 
 
 def test_session_calls_hold_as_many_pixels_at_any_input_size():
-    """Without a memory arena a call's activations are its peak: the shipped 160-px second stage
+    """Without a memory arena a call's activations are its peak: a 160-px second stage
     takes 10 crops per call where the 128-px first stage takes 16, and a huge input one."""
     from autolabel.runtimes.onnx_runtime import CHUNK, chunk_size
 

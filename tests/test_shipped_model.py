@@ -24,13 +24,14 @@ from helpers import DATA, HELEN_TEST, cli
 pytestmark = pytest.mark.needs_data
 
 #: mean inter-ocular NME bound on the first 60 helen/testset faces with HOG boxes. The shipped
-#: model v2.1 (2b401d23c0cd) scores 3.64 % on the 58 faces HOG finds there (v2, c1e45fce0f5d:
-#: 3.77 %; v1, 47e1a0f51e02: 3.93 %); the bound allows 0.2 point.
+#: model v2.1 (2b401d23c0cd) scores 3.60 % on the 58 faces HOG finds there (3.64 % with the
+#: detector's boxes before its half-scale first scan; v2, c1e45fce0f5d: 3.77 %; v1, 47e1a0f51e02:
+#: 3.93 %); the bound allows 0.24 point.
 NME_BOUND_60 = 0.0384
 #: the same faces through both stages as the default runs them (the first stage once, the second
-#: flip-averaged): the shipped pair (2b401d23c0cd + f7a6b8ba5962, the 160-px second stage) scores
-#: 3.34 % (the 128-px second stage before it, 2fdb19ba1aab: 3.44 %); the bound allows 0.2 point.
-NME_BOUND_60_TWO_STAGES = 0.0354
+#: flip-averaged): the shipped pair (2b401d23c0cd + 2fdb19ba1aab, the 128-px second stage) scores
+#: 3.44 % (the 160-px f7a6b8ba5962, not shipped for its speed: 3.35 %); the bound allows 0.2 point.
+NME_BOUND_60_TWO_STAGES = 0.0364
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,9 @@ def test_shipped_second_stage_meets_its_bound_and_beats_one_stage(fixed_faces, s
     one = nme(predict_samples(Predictor(TorchRuntime(load_model(shipped_model_path))), found, boxes), gt)
     first_once = TorchRuntime(load_model(shipped_model_path), flip=False)  # as make_predictor runs it before a second stage
     two = nme(predict_samples(Predictor(first_once, refine=True, stage2=TorchRuntime(second)), found, boxes), gt)
-    assert second.input_size == 160
+    assert second.input_size == 128
     assert two.mean() < NME_BOUND_60_TWO_STAGES, f"mean NME {100 * two.mean():.2f}%"
-    assert two.mean() < one.mean() - 0.002 and (two > 0.08).mean() <= 0.05  # measured: 3.64 -> 3.34 %
+    assert two.mean() < one.mean() - 0.001 and (two > 0.08).mean() <= 0.05  # measured: 3.60 -> 3.44 %
 
 
 def test_no_mean_offset_on_its_own_training_faces(shipped_model_path):
