@@ -155,7 +155,8 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS, gray: bool = False) -> 
 
 def load_gray(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """`load_image` as mode "L", the way every labelling path reads an image (see its `gray`)."""
-    return load_image(path, max_pixels, gray=True).convert("L")
+    im = load_image(path, max_pixels, gray=True)
+    return im if im.mode == "L" else im.convert("L")  # convert() would copy an "L" image once more
 
 
 def _listing_error(folder: Path) -> str:
